@@ -1,0 +1,104 @@
+import { createRemoteJWKSet, errors as joseErrors, jwtVerify, SignJWT, type JWTVerifyGetKey } from 'jose';
+import { z } from 'zod';
+import { FabricError, unauthorized } from '../errors/index.js';
+import { Role, type Principal } from './roles.js';
+
+export interface TokenOptions {
+  /** HS256 secret (≥ 32 chars). Either this or `jwksUrl`. */
+  secret?: string | undefined;
+  /** JWKS URL of an external identity provider (RS256/ES256/EdDSA keys). */
+  jwksUrl?: string | undefined;
+  issuer: string;
+  audience: string;
+}
+
+const TenantId = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/);
+
+const Claims = z.object({
+  sub: z.string().min(1).max(200),
+  role: Role,
+  tenant: TenantId,
+});
+
+export interface MintInput {
+  sub: string;
+  role: Role;
+  tenant: string;
+  /** Lifetime, e.g. `1h`, `15m`, `30d`, or seconds. Default 1h. */
+  ttl?: string | number;
+  /** Extra claims (e.g. `sid` for a sandbox session). */
+  extra?: Record<string, unknown>;
+}
+
+/** Parses `90`, `15m`, `1h`, `7d` into seconds; throws on anything else. */
+export function parseTtl(ttl: string | number): number {
+  if (typeof ttl === 'number') return ttl;
+  const m = /^(\d+)\s*([smhd]?)$/.exec(ttl.trim());
+  if (!m) throw new Error(`invalid ttl "${ttl}": use seconds or a number with s, m, h or d (e.g. 15m, 1h, 7d)`);
+  const unit = { '': 1, s: 1, m: 60, h: 3600, d: 86400 }[m[2] as '' | 's' | 'm' | 'h' | 'd'];
+  return Number(m[1]) * unit;
+}
+
+/** Signs an HS256 token for local use (CLI, dev start, tests, sandbox sessions). */
+export async function mintToken(options: TokenOptions, input: MintInput): Promise<string> {
+  if (!options.secret) throw new Error('minting tokens needs FABRIC_JWT_SECRET (tokens from a JWKS provider are issued by that provider)');
+  Claims.parse({ sub: input.sub, role: input.role, tenant: input.tenant });
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ ...input.extra, role: input.role, tenant: input.tenant })
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setSubject(input.sub)
+    .setIssuer(options.issuer)
+    .setAudience(options.audience)
+    .setIssuedAt(now)
+    .setExpirationTime(now + parseTtl(input.ttl ?? '1h'))
+    .sign(new TextEncoder().encode(options.secret));
+}
+
+/** Verifies bearer tokens; throws a 401 FabricError with a specific code when one is not acceptable. */
+export type TokenVerifier = (token: string) => Promise<Principal & { claims: Record<string, unknown> }>;
+
+export function createTokenVerifier(options: TokenOptions): TokenVerifier {
+  let key: Uint8Array | JWTVerifyGetKey;
+  let algorithms: string[];
+  if (options.jwksUrl) {
+    key = createRemoteJWKSet(new URL(options.jwksUrl));
+    algorithms = ['RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384', 'EdDSA'];
+  } else if (options.secret) {
+    key = new TextEncoder().encode(options.secret);
+    algorithms = ['HS256'];
+  } else {
+    throw new Error('token verification needs FABRIC_JWT_SECRET or FABRIC_JWKS_URL');
+  }
+  return async (token) => {
+    let payload: Record<string, unknown>;
+    try {
+      const verified = await jwtVerify(token, key as Uint8Array, {
+        algorithms,
+        issuer: options.issuer,
+        audience: options.audience,
+        requiredClaims: ['sub', 'exp'],
+      });
+      payload = verified.payload;
+    } catch (err) {
+      throw verificationError(err);
+    }
+    const claims = Claims.safeParse(payload);
+    if (!claims.success) {
+      throw unauthorized('invalid_token', `The token's claims are not valid (${claims.error.issues.map((i) => i.path.join('.') || 'claims').join(', ')}): it needs sub, role (one of ${Role.options.join(', ')}) and tenant.`);
+    }
+    return { sub: claims.data.sub, role: claims.data.role, tenantId: claims.data.tenant, claims: payload };
+  };
+}
+
+function verificationError(err: unknown): FabricError {
+  if (err instanceof joseErrors.JWTExpired) return unauthorized('token_expired', 'The token has expired; mint or request a new one.');
+  if (err instanceof joseErrors.JWTClaimValidationFailed)
+    return unauthorized('invalid_token', `The token was rejected: claim "${err.claim}" ${err.reason === 'missing' ? 'is missing' : 'is not acceptable'}.`);
+  if (err instanceof joseErrors.JWSSignatureVerificationFailed)
+    return unauthorized('invalid_token', 'The token signature does not verify: it was signed with another key.');
+  if (err instanceof joseErrors.JOSEAlgNotAllowed)
+    return unauthorized('invalid_token', 'The token uses a signing algorithm this server does not accept.');
+  if (err instanceof joseErrors.JWKSNoMatchingKey || err instanceof joseErrors.JWKSTimeout || err instanceof joseErrors.JWKSInvalid)
+    return unauthorized('invalid_token', 'No key of the identity provider matches the token.');
+  return unauthorized('invalid_token', 'The bearer token is malformed; send "Authorization: Bearer <jwt>".');
+}

@@ -1,0 +1,30 @@
+import type { Queryable } from '../db/index.js';
+import { currentContext } from '../telemetry/index.js';
+
+export interface LedgerEntry {
+  tenantId: string;
+  agentId?: string | null;
+  /** What moved: `provision`, `usage`, `adjustment`, … */
+  entryType: string;
+  tokens?: number;
+  costUsd?: number;
+  details?: Record<string, unknown>;
+}
+
+/** Appends one immutable ledger row inside the caller's transaction (US-10). */
+export async function recordLedgerEntry(tx: Queryable, entry: LedgerEntry): Promise<number> {
+  const r = await tx.query<{ id: number }>(
+    `INSERT INTO ledger_entries (tenant_id, agent_id, entry_type, tokens, cost_usd, details, request_id)
+     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
+    [
+      entry.tenantId,
+      entry.agentId ?? null,
+      entry.entryType,
+      entry.tokens ?? 0,
+      entry.costUsd ?? 0,
+      JSON.stringify(entry.details ?? {}),
+      currentContext().request_id ?? null,
+    ],
+  );
+  return r.rows[0]!.id;
+}

@@ -1,0 +1,43 @@
+import { mintToken, parseTtl, readDevSecret, Role } from '../auth/index.js';
+import { loadConfig } from '../config/index.js';
+import { parseFlags, UsageError } from './args.js';
+
+export const TOKEN_HELP = `agent-fabric token --role ROLE [--tenant ID] [--sub ID] [--ttl 1h] [--data-dir DIR]
+
+Mints an HS256 JWT for local use, signed with FABRIC_JWT_SECRET or the secret that
+\`agent-fabric dev\` keeps in the data dir. Prints the token alone on stdout.
+
+  --role ROLE     ${Role.options.join(' | ')}
+  --tenant ID     tenant id (default: default)
+  --sub ID        subject; for --role agent, the agent id (default: cli-<role>)
+  --ttl T         lifetime: seconds or 15m, 1h, 7d (default 1h)
+  --data-dir DIR  where to find the dev secret (env FABRIC_DATA_DIR, default ./.fabric)`;
+
+export async function runToken(argv: string[]): Promise<void> {
+  const flags = parseFlags(argv, {
+    role: { type: 'string' },
+    tenant: { type: 'string' },
+    sub: { type: 'string' },
+    ttl: { type: 'string' },
+    'data-dir': { type: 'string' },
+  });
+  if (flags.help) return void console.log(TOKEN_HELP);
+  const role = Role.safeParse(flags.role);
+  if (!role.success) throw new UsageError(`--role is required: one of ${Role.options.join(', ')}`);
+  if (role.data === 'agent' && !flags.sub) throw new UsageError('--role agent needs --sub <agent id>');
+  const ttl = (flags.ttl as string | undefined) ?? '1h';
+  try {
+    parseTtl(ttl);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const config = loadConfig(process.env, { dataDir: flags['data-dir'] as string | undefined });
+  const secret = config.jwtSecret ?? readDevSecret(config.dataDir);
+  if (!secret)
+    throw new UsageError(`no signing secret: set FABRIC_JWT_SECRET, or start \`agent-fabric dev\` once so it creates one in ${config.dataDir}`);
+  const token = await mintToken(
+    { secret, issuer: config.jwtIssuer, audience: config.jwtAudience },
+    { sub: (flags.sub as string | undefined) ?? `cli-${role.data}`, role: role.data, tenant: (flags.tenant as string | undefined) ?? 'default', ttl },
+  );
+  console.log(token);
+}

@@ -1,0 +1,111 @@
+import path from 'node:path';
+import { z } from 'zod';
+
+/** Defaults for the quota row every provisioned agent gets (isolation-runtime-prd §3.5). */
+export interface QuotaDefaults {
+  /** Tokens an agent may spend per calendar month. Default 1,000,000. */
+  monthlyTokenLimit: number;
+  /** USD an agent may spend per calendar month. Default 100. */
+  monthlyCostLimitUsd: number;
+  /** Bytes of durable files an agent may keep. Default 5 GiB. */
+  storageLimitBytes: number;
+  /** What happens past a limit: block | alert_only | allow. Default block. */
+  overagePolicy: 'block' | 'alert_only' | 'allow';
+  /** Percent of a limit at which an alert fires. Default 80. */
+  alertThresholdPct: number;
+}
+
+/** Everything the service reads from its environment, validated once at start. */
+export interface FabricConfig {
+  /** TCP port of the HTTP API. `PORT`, default 8787. */
+  port: number;
+  /** Interface to bind. `FABRIC_HOST`, default 127.0.0.1 (use 0.0.0.0 to expose). */
+  host: string;
+  /** Directory for the embedded database, secrets and local files. `FABRIC_DATA_DIR`, default ./.fabric */
+  dataDir: string;
+  /** PostgreSQL connection string; when set the embedded database is not used. `DATABASE_URL` */
+  databaseUrl: string | undefined;
+  /** Connections in the PostgreSQL pool. `FABRIC_DB_POOL_SIZE`, default 10. */
+  dbPoolSize: number;
+  /** HS256 secret for JWTs (at least 32 characters). `FABRIC_JWT_SECRET` */
+  jwtSecret: string | undefined;
+  /** JWKS URL of an external identity provider. `FABRIC_JWKS_URL` */
+  jwksUrl: string | undefined;
+  /** Expected `iss` claim. `FABRIC_JWT_ISSUER`, default agent-fabric */
+  jwtIssuer: string;
+  /** Expected `aud` claim. `FABRIC_JWT_AUDIENCE`, default agent-fabric */
+  jwtAudience: string;
+  /** pino level. `FABRIC_LOG_LEVEL`, default info */
+  logLevel: string;
+  /** Largest accepted request body. `FABRIC_BODY_LIMIT_BYTES`, default 1 MiB. */
+  bodyLimitBytes: number;
+  /** How long an idempotent response is replayed. `FABRIC_IDEMPOTENCY_TTL_SECONDS`, default 86400. */
+  idempotencyTtlSeconds: number;
+  quotaDefaults: QuotaDefaults;
+}
+
+const int = (min: number) => z.coerce.number().int().min(min);
+
+const EnvSchema = z.object({
+  PORT: int(0).max(65535).default(8787),
+  FABRIC_HOST: z.string().min(1).default('127.0.0.1'),
+  FABRIC_DATA_DIR: z.string().min(1).default('./.fabric'),
+  DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://').optional(),
+  FABRIC_DB_POOL_SIZE: int(1).max(500).default(10),
+  FABRIC_JWT_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+  FABRIC_JWKS_URL: z.url().optional(),
+  FABRIC_JWT_ISSUER: z.string().min(1).default('agent-fabric'),
+  FABRIC_JWT_AUDIENCE: z.string().min(1).default('agent-fabric'),
+  FABRIC_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  FABRIC_BODY_LIMIT_BYTES: int(1024).default(1024 * 1024),
+  FABRIC_IDEMPOTENCY_TTL_SECONDS: int(60).default(86_400),
+  FABRIC_DEFAULT_MONTHLY_TOKEN_LIMIT: int(0).default(1_000_000),
+  FABRIC_DEFAULT_MONTHLY_COST_LIMIT_USD: z.coerce.number().min(0).default(100),
+  FABRIC_DEFAULT_STORAGE_LIMIT_BYTES: int(0).default(5 * 1024 ** 3),
+  FABRIC_DEFAULT_OVERAGE_POLICY: z.enum(['block', 'alert_only', 'allow']).default('block'),
+  FABRIC_DEFAULT_ALERT_THRESHOLD_PCT: z.coerce.number().min(0).max(100).default(80),
+});
+
+/** Raised when the environment is invalid; the message names every bad variable. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Reads and validates configuration; `overrides` (from CLI flags) win over the environment. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<FabricConfig> = {}): FabricConfig {
+  const blankless = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = EnvSchema.safeParse(blankless);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  const e = parsed.data;
+  const config: FabricConfig = {
+    port: e.PORT,
+    host: e.FABRIC_HOST,
+    dataDir: path.resolve(e.FABRIC_DATA_DIR),
+    databaseUrl: e.DATABASE_URL,
+    dbPoolSize: e.FABRIC_DB_POOL_SIZE,
+    jwtSecret: e.FABRIC_JWT_SECRET,
+    jwksUrl: e.FABRIC_JWKS_URL,
+    jwtIssuer: e.FABRIC_JWT_ISSUER,
+    jwtAudience: e.FABRIC_JWT_AUDIENCE,
+    logLevel: e.FABRIC_LOG_LEVEL,
+    bodyLimitBytes: e.FABRIC_BODY_LIMIT_BYTES,
+    idempotencyTtlSeconds: e.FABRIC_IDEMPOTENCY_TTL_SECONDS,
+    quotaDefaults: {
+      monthlyTokenLimit: e.FABRIC_DEFAULT_MONTHLY_TOKEN_LIMIT,
+      monthlyCostLimitUsd: e.FABRIC_DEFAULT_MONTHLY_COST_LIMIT_USD,
+      storageLimitBytes: e.FABRIC_DEFAULT_STORAGE_LIMIT_BYTES,
+      overagePolicy: e.FABRIC_DEFAULT_OVERAGE_POLICY,
+      alertThresholdPct: e.FABRIC_DEFAULT_ALERT_THRESHOLD_PCT,
+    },
+  };
+  const merged = { ...config, ...stripUndefined(overrides) };
+  if (overrides.dataDir) merged.dataDir = path.resolve(overrides.dataDir);
+  return merged;
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

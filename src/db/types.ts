@@ -1,0 +1,42 @@
+/** Rows and count of one statement. */
+export interface QueryResult<R> {
+  rows: R[];
+  rowCount: number;
+}
+
+/** Anything that runs SQL: the database itself or an open transaction. */
+export interface Queryable {
+  query<R = Record<string, unknown>>(text: string, params?: readonly unknown[]): Promise<QueryResult<R>>;
+  /** Runs a script of several statements without parameters (migrations). */
+  exec(script: string): Promise<void>;
+}
+
+export type DbEngine = 'pglite' | 'postgres';
+
+/**
+ * The one database surface the fabric uses, over PGlite (embedded) or PostgreSQL (`pg`).
+ * Use `withTransaction()` rather than `transaction()` so rollbacks are logged and counted.
+ */
+export interface Db extends Queryable {
+  readonly engine: DbEngine;
+  /** Runs `fn` in BEGIN … COMMIT; any throw rolls back and rethrows. */
+  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  /** Subscribes to a NOTIFY channel; resolves to an unsubscribe function. */
+  listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
+  /** Sends NOTIFY on `channel` (delivered at commit when called inside a transaction's SQL). */
+  notify(channel: string, payload: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Postgres type OIDs whose text form we parse the same way on both engines. */
+export const TYPE_OIDS = { int8: 20, numeric: 1700 } as const;
+
+/** int8 and numeric arrive as numbers on both engines (counters and USD amounts fit a double). */
+export function parseNumeric(text: string): number {
+  return Number(text);
+}
+
+/** Checks that a LISTEN/NOTIFY channel name is a plain identifier (it is interpolated into SQL). */
+export function assertChannelName(channel: string): void {
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(channel)) throw new Error(`invalid channel name: ${channel}`);
+}

@@ -1,0 +1,82 @@
+import { randomUUID } from 'node:crypto';
+import fastifySwagger from '@fastify/swagger';
+import fastifySwaggerUi from '@fastify/swagger-ui';
+import Fastify, { type FastifyBaseLogger } from 'fastify';
+import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import type { ProvisionOptions } from '../tenancy/index.js';
+import { httpRequestDuration, httpRequestsTotal, logger, runWithContext } from '../telemetry/index.js';
+import { registerAuth } from './auth.js';
+import { handleError } from './errors.js';
+import { agentRoutes } from './routes/agents.js';
+import { systemRoutes } from './routes/system.js';
+import { tenancyRoutes } from './routes/tenancy.js';
+import type { App, AppDeps } from './types.js';
+
+export interface AppOptions {
+  /** Test seams for provisioning (fault injection). */
+  provision?: Partial<ProvisionOptions>;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+const QUIET_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
+
+/** Builds the HTTP API. Call `listen()` on it, or `inject()` in tests. */
+export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise<App> {
+  const app = Fastify({
+    loggerInstance: logger() as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: deps.config.bodyLimitBytes,
+    // A caller's x-request-id is kept only if it is a sane token; otherwise we make one.
+    requestIdHeader: false,
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+    },
+    routerOptions: { maxParamLength: 200 },
+    ajv: { customOptions: { removeAdditional: false } },
+  }).withTypeProvider<ZodTypeProvider>();
+
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  app.setErrorHandler(handleError);
+  app.setNotFoundHandler((req, reply) => {
+    void reply.code(404).send({
+      error: { code: 'route_not_found', message: `There is no route ${req.method} ${req.url.split('?')[0]}; the API is described at /openapi.json.` },
+    });
+  });
+
+  app.addHook('onRequest', (req, reply, done) => {
+    void reply.header('x-request-id', req.id);
+    runWithContext({ request_id: req.id }, done);
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unmatched';
+    const labels = { method: req.method, route, status: String(reply.statusCode) };
+    httpRequestsTotal.inc(labels);
+    httpRequestDuration.observe(labels, reply.elapsedTime / 1000);
+    const line = { method: req.method, route, status: reply.statusCode, duration_ms: Math.round(reply.elapsedTime * 100) / 100, sub: req.principal?.sub };
+    if (QUIET_ROUTES.has(route)) logger().debug(line, 'request');
+    else logger().info(line, 'request');
+  });
+
+  await app.register(fastifySwagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'agent-fabric',
+        version: '0.1.0',
+        description: 'Control plane of agent-fabric: tenants, agents, tasks, files, memory, budgets, policies. Every /api route takes a bearer JWT.',
+      },
+      components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } } },
+    },
+    transform: jsonSchemaTransform,
+  });
+  await app.register(fastifySwaggerUi, { routePrefix: '/docs' });
+
+  registerAuth(app, deps);
+  systemRoutes(app, deps);
+  tenancyRoutes(app, deps);
+  agentRoutes(app, deps, options.provision);
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  return app;
+}

@@ -1,0 +1,96 @@
+import { createHash } from 'node:crypto';
+import type { FastifyRequest } from 'fastify';
+import { withTransaction, type Db, type Queryable } from '../db/index.js';
+import { badRequest, FabricError } from '../errors/index.js';
+import { principalOf } from './auth.js';
+
+export interface Created<T> {
+  status: number;
+  body: T;
+}
+
+/** JSON with object keys sorted, so the same body always hashes the same. */
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value && typeof value === 'object')
+    return `{${Object.keys(value)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
+  return JSON.stringify(value) ?? 'null';
+}
+
+/** The idempotency key of a request: the `Idempotency-Key` header, or a body field where the API names one. */
+function keyOf(req: FastifyRequest, bodyField?: string): string | undefined {
+  const header = req.headers['idempotency-key'];
+  const fromBody = bodyField ? (req.body as Record<string, unknown> | undefined)?.[bodyField] : undefined;
+  const key = typeof header === 'string' ? header : typeof fromBody === 'string' ? fromBody : undefined;
+  if (header !== undefined && typeof header !== 'string') throw badRequest('invalid_idempotency_key', 'Send one Idempotency-Key header.');
+  if (key !== undefined && !/^[\x21-\x7e]{1,255}$/.test(key))
+    throw badRequest('invalid_idempotency_key', 'An idempotency key is 1–255 printable ASCII characters without spaces.');
+  return key;
+}
+
+interface StoredRow {
+  request_hash: string;
+  status_code: number;
+  response: unknown;
+}
+
+/**
+ * Runs a create exactly once per (tenant, idempotency key) for 24 h (FR-08): the key's
+ * record commits in the SAME transaction as the rows the create writes, so a failed create
+ * leaves no key behind and a concurrent duplicate waits on the key's unique index, then
+ * replays the first response with 200. Without a key, `work` simply runs in a transaction.
+ */
+export async function createOnce<T>(
+  req: FastifyRequest,
+  db: Db,
+  ttlSeconds: number,
+  name: string,
+  work: (tx: Queryable) => Promise<Created<T>>,
+  options: { bodyField?: string } = {},
+): Promise<Created<T>> {
+  const key = keyOf(req, options.bodyField);
+  if (key === undefined) return withTransaction(db, work, { name });
+  const tenantId = principalOf(req).tenantId;
+  const hash = createHash('sha256').update(`${req.method} ${req.url}\n${canonicalJson(req.body ?? null)}`).digest('hex');
+  return withTransaction(
+    db,
+    async (tx) => {
+      // Claim the key; an expired record is taken over. A concurrent holder makes us wait here.
+      const claimed = await tx.query(
+        `INSERT INTO idempotency_keys (tenant_id, key, request_hash, method, path, status_code, response, expires_at)
+         VALUES ($1, $2, $3, $4, $5, 0, 'null', now() + make_interval(secs => $6))
+         ON CONFLICT (tenant_id, key) DO UPDATE
+           SET request_hash = EXCLUDED.request_hash, method = EXCLUDED.method, path = EXCLUDED.path,
+               status_code = 0, response = 'null', created_at = now(), expires_at = EXCLUDED.expires_at
+           WHERE idempotency_keys.expires_at <= now()
+         RETURNING 1`,
+        [tenantId, key, hash, req.method, req.url.slice(0, 2048), ttlSeconds],
+      );
+      if (claimed.rows.length === 0) {
+        const prior = await tx.query<StoredRow>('SELECT request_hash, status_code, response FROM idempotency_keys WHERE tenant_id = $1 AND key = $2', [tenantId, key]);
+        const row = prior.rows[0]!;
+        if (row.request_hash !== hash)
+          throw new FabricError(422, 'idempotency_key_reused', 'This Idempotency-Key was already used with a different request; use a new key for a new request.');
+        return { status: 200, body: row.response as T };
+      }
+      const created = await work(tx);
+      await tx.query('UPDATE idempotency_keys SET status_code = $3, response = $4 WHERE tenant_id = $1 AND key = $2', [
+        tenantId,
+        key,
+        created.status,
+        JSON.stringify(created.body),
+      ]);
+      return created;
+    },
+    { name },
+  );
+}
+
+/** Deletes idempotency records past their expiry; returns how many. */
+export async function sweepIdempotencyKeys(db: Queryable): Promise<number> {
+  const r = await db.query('DELETE FROM idempotency_keys WHERE expires_at <= now()');
+  return r.rowCount;
+}

@@ -1,0 +1,3 @@
+export { buildApp, type AppOptions } from './app.js';
+export { sweepIdempotencyKeys } from './idempotency.js';
+export type { App, AppDeps } from './types.js';

@@ -1,0 +1,102 @@
+import { z } from 'zod';
+import { MANAGERS, READERS } from '../../auth/index.js';
+import { AgentQuota } from '../../budget/index.js';
+import { withTransaction } from '../../db/index.js';
+import {
+  Agent,
+  deleteAgent,
+  getAgent,
+  listAgents,
+  ListAgentsQuery,
+  provisionAgent,
+  ProvisionAgentBody,
+  UpdateAgentBody,
+  updateAgent,
+  type ProvisionOptions,
+} from '../../tenancy/index.js';
+import { requireRole, requireSelfOrRole } from '../auth.js';
+import { errorResponses } from '../errors.js';
+import { createOnce } from '../idempotency.js';
+import type { App, AppDeps } from '../types.js';
+
+const AgentParams = z.object({ id: z.uuid('agent ids are UUIDs') }).strict();
+const AgentEnvelope = z.object({ agent: Agent });
+const Provisioned = z.object({ agent: Agent, quota: AgentQuota });
+const IdempotencyHeaders = z.looseObject({
+  'idempotency-key': z.string().max(255).optional().describe('replays the first response for 24 h instead of creating twice'),
+});
+const tags = ['agents'];
+const security = [{ bearerAuth: [] }];
+
+/** Agent provisioning and management (isolation-runtime-prd §3.3). */
+export function agentRoutes(app: App, deps: AppDeps, provision: Partial<ProvisionOptions> = {}): void {
+  app.post(
+    '/api/agents/provision',
+    {
+      schema: {
+        tags,
+        security,
+        summary: 'Provision an agent with its quota, ledger entry and event in one transaction',
+        headers: IdempotencyHeaders,
+        body: ProvisionAgentBody,
+        response: { 201: Provisioned, 200: Provisioned, ...errorResponses },
+      },
+    },
+    async (req, reply) => {
+      const actor = requireRole(req, MANAGERS, 'provision agents');
+      const { status, body } = await createOnce(req, deps.db, deps.config.idempotencyTtlSeconds, 'provision agent', async (tx) => ({
+        status: 201,
+        body: await provisionAgent(tx, actor, actor.tenantId, req.body, { quotaDefaults: deps.config.quotaDefaults, ...provision }),
+      }));
+      return reply.code(status).send(body);
+    },
+  );
+
+  app.get(
+    '/api/agents',
+    {
+      schema: {
+        tags,
+        security,
+        summary: "List the tenant's agents",
+        querystring: ListAgentsQuery,
+        response: { 200: z.object({ agents: z.array(Agent), next_cursor: z.string().nullable() }), ...errorResponses },
+      },
+    },
+    async (req) => {
+      const p = requireRole(req, READERS, 'list agents');
+      return listAgents(deps.db, p.tenantId, { workspaceId: req.query.workspace_id, status: req.query.status, limit: req.query.limit, cursor: req.query.cursor });
+    },
+  );
+
+  app.get(
+    '/api/agents/:id',
+    { schema: { tags, security, summary: 'Get an agent', params: AgentParams, response: { 200: AgentEnvelope, ...errorResponses } } },
+    async (req) => {
+      const p = requireSelfOrRole(req, req.params.id, READERS, 'read agents');
+      return { agent: await getAgent(deps.db, p.tenantId, req.params.id) };
+    },
+  );
+
+  app.patch(
+    '/api/agents/:id',
+    {
+      schema: { tags, security, summary: "Change an agent's configuration or status", params: AgentParams, body: UpdateAgentBody, response: { 200: AgentEnvelope, ...errorResponses } },
+    },
+    async (req) => {
+      const actor = requireRole(req, MANAGERS, 'change agents');
+      const agent = await withTransaction(deps.db, (tx) => updateAgent(tx, actor, actor.tenantId, req.params.id, req.body), { name: 'update agent' });
+      return { agent };
+    },
+  );
+
+  app.delete(
+    '/api/agents/:id',
+    { schema: { tags, security, summary: 'Soft-delete an agent (audit-logged)', params: AgentParams, response: { 200: AgentEnvelope, ...errorResponses } } },
+    async (req) => {
+      const actor = requireRole(req, MANAGERS, 'delete agents');
+      const agent = await withTransaction(deps.db, (tx) => deleteAgent(tx, actor, actor.tenantId, req.params.id), { name: 'delete agent' });
+      return { agent };
+    },
+  );
+}

@@ -1,0 +1,40 @@
+import { z } from 'zod';
+import { pendingMigrations } from '../../db/index.js';
+import { registry } from '../../telemetry/index.js';
+import type { App, AppDeps } from '../types.js';
+
+const Health = z.object({ status: z.literal('ok') });
+const Ready = z.object({
+  status: z.enum(['ready', 'not_ready']),
+  checks: z.object({ database: z.enum(['ok', 'unreachable']), migrations: z.enum(['ok', 'pending', 'unknown']) }),
+  pending_migrations: z.array(z.number()),
+});
+
+/** Liveness, readiness and Prometheus metrics; no authentication (scrapers and probes). */
+export function systemRoutes(app: App, deps: AppDeps): void {
+  app.get('/healthz', { schema: { tags: ['system'], summary: 'Liveness: the process answers', response: { 200: Health } } }, async () => ({ status: 'ok' as const }));
+
+  app.get(
+    '/readyz',
+    { schema: { tags: ['system'], summary: 'Readiness: database reachable and migrations applied', response: { 200: Ready, 503: Ready } } },
+    async (_req, reply) => {
+      let database: 'ok' | 'unreachable' = 'ok';
+      let migrations: 'ok' | 'pending' | 'unknown' = 'unknown';
+      let pending: number[] = [];
+      try {
+        await deps.db.query('SELECT 1');
+        pending = await pendingMigrations(deps.db);
+        migrations = pending.length ? 'pending' : 'ok';
+      } catch {
+        database = 'unreachable';
+      }
+      const ready = database === 'ok' && migrations === 'ok';
+      return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready', checks: { database, migrations }, pending_migrations: pending });
+    },
+  );
+
+  app.get('/metrics', { schema: { tags: ['system'], summary: 'Prometheus metrics', hide: true } }, async (_req, reply) => {
+    const text = await registry.metrics();
+    return reply.type(registry.contentType).send(text);
+  });
+}

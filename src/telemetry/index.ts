@@ -1,0 +1,3 @@
+export { runWithContext, addToContext, currentContext, type LogContext } from './context.js';
+export { createLogger, logger, setLogger, REDACT_PATHS, type LoggerOptions } from './logger.js';
+export { registry, httpRequestsTotal, httpRequestDuration, transactionsTotal } from './metrics.js';

@@ -1,0 +1,27 @@
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** The one registry `/metrics` serves; every capability registers its metrics here. */
+export const registry = new Registry();
+collectDefaultMetrics({ register: registry, prefix: 'agent_fabric_process_' });
+
+export const httpRequestsTotal = new Counter({
+  name: 'agent_fabric_http_requests_total',
+  help: 'HTTP requests served, by method, route template and status code.',
+  labelNames: ['method', 'route', 'status'] as const,
+  registers: [registry],
+});
+
+export const httpRequestDuration = new Histogram({
+  name: 'agent_fabric_http_request_duration_seconds',
+  help: 'HTTP request latency, by method, route template and status code.',
+  labelNames: ['method', 'route', 'status'] as const,
+  buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+  registers: [registry],
+});
+
+export const transactionsTotal = new Counter({
+  name: 'agent_fabric_transactions_total',
+  help: 'Database transactions run through withTransaction, by outcome (commit | rollback).',
+  labelNames: ['outcome'] as const,
+  registers: [registry],
+});
