@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
-import Fastify, { type FastifyBaseLogger } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger } from 'fastify';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { ProvisionOptions } from '../tenancy/index.js';
 import { httpRequestDuration, httpRequestsTotal, logger, runWithContext } from '../telemetry/index.js';
@@ -24,7 +24,8 @@ const QUIET_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
 export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise<App> {
   const app = Fastify({
     loggerInstance: logger() as FastifyBaseLogger,
-    disableRequestLogging: true,
+    // One access line per request comes from our onResponse hook, with the correlation ids.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: deps.config.bodyLimitBytes,
     // A caller's x-request-id is kept only if it is a sane token; otherwise we make one.
     requestIdHeader: false,

@@ -1,0 +1,104 @@
+#!/usr/bin/env node
+// Runs the whole suite once per database engine: PGlite always, PostgreSQL when a server
+// is reachable. In CI (CI=true) or with FABRIC_REQUIRE_POSTGRES=1, an unreachable
+// PostgreSQL fails the run instead of being reported as not run.
+// Usage: npm test [-- <test files…>]   env: FABRIC_TEST_ENGINES=pglite,postgres
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import pg from 'pg';
+
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+const tmp = path.join(root, '.test-tmp');
+fs.mkdirSync(tmp, { recursive: true });
+const pgUrl = process.env.FABRIC_TEST_PG_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const requirePostgres = process.env.CI === 'true' || process.env.FABRIC_REQUIRE_POSTGRES === '1';
+const engines = (process.env.FABRIC_TEST_ENGINES ?? 'pglite,postgres').split(',').map((s) => s.trim()).filter(Boolean);
+
+function findTests(dir) {
+  if (!fs.existsSync(dir)) return [];
+  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) return e.name === 'node_modules' ? [] : findTests(p);
+    return e.name.endsWith('.test.ts') ? [path.relative(root, p)] : [];
+  });
+}
+
+const files = process.argv.slice(2).length ? process.argv.slice(2) : [...findTests(path.join(root, 'src')), ...findTests(path.join(root, 'test'))].sort();
+
+function run(cmd, args, env, capture) {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', capture ? 'pipe' : 'inherit', 'inherit'] });
+    let out = '';
+    child.stdout?.on('data', (d) => {
+      out += d;
+      process.stdout.write(d);
+    });
+    child.on('close', (code) => resolve({ code, out }));
+  });
+}
+
+async function postgresReachable() {
+  const client = new pg.Client({ connectionString: pgUrl, connectionTimeoutMillis: 3000 });
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+    return { ok: true };
+  } catch (err) {
+    return { ok: false, reason: err.message || String(err) };
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+const results = [];
+let failed = false;
+for (const engine of engines) {
+  const env = {
+    FABRIC_TEST_ENGINE: engine,
+    FABRIC_TEST_PG_URL: pgUrl,
+    FABRIC_TEST_PGLITE_TEMPLATE: path.join(tmp, 'pglite-template.tar'),
+    FABRIC_LOG_LEVEL: process.env.FABRIC_LOG_LEVEL ?? 'silent',
+  };
+  if (engine === 'postgres') {
+    const reach = await postgresReachable();
+    if (!reach.ok) {
+      const msg = `PostgreSQL suite NOT RUN: no server at ${pgUrl.replace(/:[^:@/]*@/, ':***@')} (${reach.reason}). Set FABRIC_TEST_PG_URL or DATABASE_URL to run it.`;
+      console.log(`\n${'!'.repeat(8)} ${msg}\n`);
+      results.push({ engine, notRun: msg });
+      if (requirePostgres) failed = true;
+      continue;
+    }
+  }
+  console.log(`\n=== ${engine}: preparing the template database ===`);
+  const prep = await run(process.execPath, ['--import', 'tsx', 'test/support/build-template.ts'], env, false);
+  if (prep.code !== 0) {
+    console.log(`${engine}: building the template database failed`);
+    results.push({ engine, pass: 0, fail: 1, skipped: 0 });
+    failed = true;
+    continue;
+  }
+  console.log(`=== ${engine}: running ${files.length} test files ===`);
+  const { code, out } = await run(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-reporter=spec', ...files], env, true);
+  const count = (label) => Number(new RegExp(`^ℹ ${label} (\\d+)$`, 'm').exec(out)?.[1] ?? 0);
+  const r = { engine, pass: count('pass'), fail: count('fail'), skipped: count('skipped') + count('todo') };
+  if (code !== 0 && r.fail === 0) r.fail = 1;
+  if (code !== 0) failed = true;
+  results.push(r);
+}
+
+console.log('\n=== summary ===');
+let pass = 0, fail = 0, skipped = 0;
+for (const r of results) {
+  if (r.notRun) console.log(`${r.engine}: ${r.notRun}`);
+  else console.log(`${r.engine}: ${r.pass} passed, ${r.fail} failed, ${r.skipped} skipped`);
+  pass += r.pass ?? 0;
+  fail += r.fail ?? 0;
+  skipped += r.skipped ?? 0;
+}
+if (results.some((r) => r.notRun) && requirePostgres) {
+  console.log('PostgreSQL is required here (CI=true or FABRIC_REQUIRE_POSTGRES=1): failing the run.');
+  fail += 1;
+}
+console.log(`${pass} passed, ${fail} failed, ${skipped} skipped`);
+process.exit(failed || fail > 0 ? 1 : 0);

@@ -1,0 +1,45 @@
+import { createTokenVerifier, mintToken, type Role } from '../../src/auth/index.js';
+import { loadConfig, type FabricConfig } from '../../src/config/index.js';
+import { buildApp, type App, type AppOptions } from '../../src/http/index.js';
+import { freshDb, type TestDb } from './db.js';
+
+export const TEST_SECRET = 'test-secret-that-is-long-enough-for-hs256-0123456789';
+export const tokenOptions = { secret: TEST_SECRET, issuer: 'agent-fabric', audience: 'agent-fabric' };
+
+export interface TestApp {
+  app: App;
+  db: TestDb;
+  config: FabricConfig;
+  /** A token for `role` in `tenant` (default: default). */
+  token(role: Role, opts?: { tenant?: string; sub?: string; ttl?: string | number }): Promise<string>;
+  /** Authorization header for `role`. */
+  auth(role: Role, opts?: { tenant?: string; sub?: string }): Promise<{ authorization: string }>;
+  close(): Promise<void>;
+}
+
+/** The API over a fresh database of the engine under test, driven with `app.inject()`. */
+export async function startTestApp(options: AppOptions & { config?: Partial<FabricConfig> } = {}): Promise<TestApp> {
+  const db = await freshDb();
+  const config = { ...loadConfig({ FABRIC_JWT_SECRET: TEST_SECRET }), ...options.config };
+  const app = await buildApp({ db, config, verifyToken: createTokenVerifier(tokenOptions) }, options);
+  await app.ready();
+  const token: TestApp['token'] = (role, opts = {}) =>
+    mintToken(tokenOptions, { role, tenant: opts.tenant ?? 'default', sub: opts.sub ?? `test-${role}`, ttl: opts.ttl ?? '10m' });
+  return {
+    app,
+    db,
+    config,
+    token,
+    auth: async (role, opts) => ({ authorization: `Bearer ${await token(role, opts)}` }),
+    async close() {
+      await app.close();
+      await db.close();
+    },
+  };
+}
+
+/** Rows in `table`, optionally filtered by a WHERE clause. */
+export async function countRows(db: TestDb, table: string, where = 'true', params: unknown[] = []): Promise<number> {
+  const r = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE ${where}`, params);
+  return r.rows[0]!.n;
+}
