@@ -52,11 +52,12 @@ export function mapError(err: unknown): Mapped {
     return { status: 400, code: 'invalid_json', message: `The body is not valid JSON (${err.message}).` };
   if (isConnectionError(err))
     return { status: 503, code: 'database_unavailable', message: 'The database connection failed during the request; nothing was committed. Retry shortly.', details: { retry_after_seconds: 1 } };
-  switch (pgCode(err)) {
-    case PG_CODES.invalidTextRepresentation:
-    case PG_CODES.numericOutOfRange:
-    case PG_CODES.stringTooLong:
-    case PG_CODES.checkViolation:
+  const sqlstate = pgCode(err);
+  // class 22 is "data exception": a value the database cannot take (bad uuid, overflow, bad date…)
+  if (sqlstate?.startsWith('22') || sqlstate === PG_CODES.checkViolation)
+    return { status: 400, code: 'invalid_input', message: 'A value in the request is not acceptable to the database; check types and ranges.' };
+  switch (sqlstate) {
+    case PG_CODES.notNullViolation:
       return { status: 400, code: 'invalid_input', message: 'A value in the request is not acceptable to the database; check types and ranges.' };
     case PG_CODES.uniqueViolation:
       return { status: 409, code: 'conflict', message: 'Something with the same identity already exists.' };

@@ -2,7 +2,7 @@ import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client
 
 /** The one registry `/metrics` serves; every capability registers its metrics here. */
 export const registry = new Registry();
-collectDefaultMetrics({ register: registry, prefix: 'agent_fabric_process_' });
+collectDefaultMetrics({ register: registry, prefix: 'agent_fabric_' });
 
 export const httpRequestsTotal = new Counter({
   name: 'agent_fabric_http_requests_total',

@@ -65,8 +65,8 @@ export interface ListAgentsOptions {
 /** One page of the tenant's live agents, oldest first. */
 export async function listAgents(q: Queryable, tenantId: string, opts: ListAgentsOptions): Promise<{ agents: Agent[]; next_cursor: string | null }> {
   const after = decodeCursor(opts.cursor);
-  const r = await q.query<AgentRow>(
-    `SELECT * FROM agents
+  const r = await q.query<AgentRow & { cursor_at: string }>(
+    `SELECT *, created_at::text AS cursor_at FROM agents
       WHERE tenant_id = $1 AND deleted_at IS NULL
         AND ($2::uuid IS NULL OR workspace_id = $2)
         AND ($3::text IS NULL OR status = $3)
@@ -78,7 +78,7 @@ export async function listAgents(q: Queryable, tenantId: string, opts: ListAgent
   const rows = r.rows.slice(0, opts.limit);
   const last = rows.at(-1);
   const more = r.rows.length > opts.limit && last;
-  return { agents: rows.map(toAgent), next_cursor: more ? encodeCursor(last.created_at, last.id) : null };
+  return { agents: rows.map(toAgent), next_cursor: more ? encodeCursor(last.cursor_at, last.id) : null };
 }
 
 /** Applies a partial update; returns the agent after it. Audited. */
