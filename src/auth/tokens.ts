@@ -1,6 +1,7 @@
 import { createRemoteJWKSet, errors as joseErrors, jwtVerify, SignJWT, type JWTVerifyGetKey } from 'jose';
 import { z } from 'zod';
-import { FabricError, unauthorized } from '../errors/index.js';
+import type { FabricError} from '../errors/index.js';
+import { unauthorized } from '../errors/index.js';
 import { Role, type Principal } from './roles.js';
 
 export interface TokenOptions {

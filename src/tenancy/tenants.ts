@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import type { z } from 'zod';
 import { recordAudit, type AuditActor } from '../audit/index.js';
 import { withTransaction, type Db, type Queryable } from '../db/index.js';
 import { conflict, notFound } from '../errors/index.js';
