@@ -13,7 +13,7 @@ type Headers = Record<string, string | string[]>;
 interface Case {
   name: string;
   method: NonNullable<InjectOptions['method']>;
-  /** `{agent}`, `{agent2}` and `{user}` are replaced by ids made in setup. */
+  /** `{agent}`, `{user}` and `{workspace}` (also in payloads) are replaced by ids made in setup. */
   url: string;
   headers?: Headers;
   payload?: string | Buffer | object;
@@ -62,12 +62,7 @@ const BAD_AUTH: Array<[string, Headers, number]> = [
 ];
 
 // ---- routes ---------------------------------------------------------------------------------
-interface Route {
-  method: Case['method'];
-  url: string;
-  role: Role;
-  valid?: object;
-}
+type Route = { method: Case['method']; url: string; role: Role; valid?: object };
 const API: Route[] = [
   { method: 'POST', url: '/api/agents/provision', role: 'operator', valid: { name: 'ok-agent', model: 'm' } },
   { method: 'GET', url: '/api/agents', role: 'viewer' },
@@ -99,34 +94,27 @@ function authCases(): Case[] {
 
 /** Bodies every POST/PATCH route must refuse, sent with that route's permitted role. */
 function bodyCases(): Case[] {
-  const raw: Array<[string, string, string, number | number[], string?]> = [
-    ['truncated JSON', '{"name": "x"', 'application/json', 400],
-    ['trailing comma', '{"name": "x",}', 'application/json', 400],
-    ['single quotes', "{'name': 'x'}", 'application/json', 400],
-    ['NaN literal', '{"name": NaN}', 'application/json', 400],
-    ['bare word', 'hello', 'application/json', 400],
-    ['trailing garbage', '{"name": "x"}}', 'application/json', 400],
-    ['empty body', '', 'application/json', 400, 'invalid_json'],
-    ['text/plain', '{"name": "x"}', 'text/plain', [400, 415]],
-    ['application/xml', '<name>x</name>', 'application/xml', 415, 'unsupported_media_type'],
-    ['multipart', '--xyz\r\nContent-Disposition: form-data; name="name"\r\n\r\nx\r\n--xyz--', 'multipart/form-data; boundary=xyz', 415],
-    ['form-urlencoded', 'name=x', 'application/x-www-form-urlencoded', 415],
-    ['array body', '[]', 'application/json', 400],
-    ['string body', '"agent"', 'application/json', 400],
-    ['number body', '42', 'application/json', 400],
-    ['null body', 'null', 'application/json', 400],
-    ['boolean body', 'true', 'application/json', 400],
+  type Raw = [string, string, number | number[], string?, string?];
+  const raw: Raw[] = [
+    ['truncated JSON', '{"name": "x"', 400], ['trailing comma', '{"name": "x",}', 400], ['single quotes', "{'name': 'x'}", 400],
+    ['NaN literal', '{"name": NaN}', 400], ['bare word', 'hello', 400], ['trailing garbage', '{"name": "x"}}', 400],
+    ['empty body', '', 400, 'invalid_json'], ['array body', '[]', 400], ['string body', '"agent"', 400], ['number body', '42', 400],
+    ['null body', 'null', 400], ['boolean body', 'true', 400],
+    ['text/plain', '{"name": "x"}', [400, 415], undefined, 'text/plain'],
+    ['application/xml', '<name>x</name>', 415, 'unsupported_media_type', 'application/xml'],
+    ['multipart', '--xyz\r\nContent-Disposition: form-data; name="name"\r\n\r\nx\r\n--xyz--', 415, undefined, 'multipart/form-data; boundary=xyz'],
+    ['form-urlencoded', 'name=x', 415, undefined, 'application/x-www-form-urlencoded'],
   ];
   return WRITES.flatMap((r) => {
     const valid = JSON.stringify(r.valid).slice(1, -1);
-    const cases: Array<[string, string, string, number | number[], string?]> = [
+    const cases: Raw[] = [
       ...raw,
-      ['__proto__ key', `{"__proto__": {"polluted": true}, ${valid}}`, 'application/json', 400],
-      ['constructor.prototype key', `{"constructor": {"prototype": {"polluted": true}}, ${valid}}`, 'application/json', 400],
-      ['unknown top-level field', JSON.stringify({ ...r.valid, is_admin: true }), 'application/json', 400, 'validation_failed'],
-      ['body over 1 MiB', JSON.stringify({ ...r.valid, pad: 'x'.repeat(1024 * 1024 + 16) }), 'application/json', 413, 'body_too_large'],
+      ['__proto__ key', `{"__proto__": {"polluted": true}, ${valid}}`, 400],
+      ['constructor.prototype key', `{"constructor": {"prototype": {"polluted": true}}, ${valid}}`, 400],
+      ['unknown top-level field', JSON.stringify({ ...r.valid, is_admin: true }), 400, 'validation_failed'],
+      ['body over 1 MiB', JSON.stringify({ ...r.valid, pad: 'x'.repeat(1024 * 1024 + 16) }), 413, 'body_too_large'],
     ];
-    return cases.map(([what, payload, ct, status, code]) => ({ name: `${label(r)}: ${what}`, method: r.method, url: r.url, headers: { ...AUTH[r.role], 'content-type': ct }, payload, status, code }));
+    return cases.map(([what, payload, status, code, ct = 'application/json']) => ({ name: `${label(r)}: ${what}`, method: r.method, url: r.url, headers: { ...AUTH[r.role], 'content-type': ct }, payload, status, code }));
   });
 }
 
@@ -179,62 +167,31 @@ function provisionCases(): Case[] {
   return [
     ...fieldCases(PROVISION, [
       ...AGENT_FIELDS,
-      ['name missing', { name: undefined }],
-      ['model missing', { model: undefined }],
-      ['workspace_id not a UUID', { workspace_id: 'abc' }],
-      ['workspace_id that does not exist', { workspace_id: MISSING }, 404, 'not_found'],
-      ['owner_user_id that does not exist', { owner_user_id: MISSING }, 404, 'not_found'],
-      ['name of an existing agent', { name: 'alpha' }, 409, 'agent_name_taken'],
-      ['quota.overage_policy "maybe"', { quota: { overage_policy: 'maybe' } }],
-      ['quota.monthly_token_limit negative', { quota: { monthly_token_limit: -1 } }],
-      ['quota.monthly_cost_limit_usd 1e9', { quota: { monthly_cost_limit_usd: 1e9 } }],
-      ['quota.monthly_cost_limit_usd 1e8 (beyond numeric(14,6))', { quota: { monthly_cost_limit_usd: 1e8 } }],
-      ['quota unknown nested field', { quota: { monthly_gpu_limit: 1 } }],
-    ]),
-    { name: 'POST /api/agents/provision: max_queue_depth 1e400', method: 'POST', url: PROVISION.url, headers: { ...AUTH.operator, ...JSON_CT }, payload: '{"name": "x", "model": "m", "max_queue_depth": 1e400}', status: 400 },
-    { name: 'POST /api/agents/provision: 50k-deep nested array', method: 'POST', url: PROVISION.url, headers: { ...AUTH.operator, ...JSON_CT }, payload: `${'['.repeat(50_000)}${']'.repeat(50_000)}`, status: 400 },
-  ];
-}
 
-function otherWriteCases(): Case[] {
-  return [
-    ...fieldCases(PATCH_AGENT, [
-      ...AGENT_FIELDS,
-      ['status "deleted"', { status: 'deleted' }],
-      ['status "archived"', { status: 'archived' }],
-      ['name null', { name: null }],
-      ['id in the body', { id: MISSING }],
-      ['name of another agent', { name: 'beta' }, 409, 'agent_name_taken'],
+      ['name missing', { name: undefined }], ['model missing', { model: undefined }], ['workspace_id not a UUID', { workspace_id: 'abc' }],
+      ['workspace_id that does not exist', { workspace_id: MISSING }, 404, 'not_found'], ['owner_user_id that does not exist', { owner_user_id: MISSING }, 404, 'not_found'], ['name of an existing agent', { name: 'alpha' }, 409, 'agent_name_taken'],
+      ['quota.overage_policy "maybe"', { quota: { overage_policy: 'maybe' } }], ['quota.monthly_token_limit negative', { quota: { monthly_token_limit: -1 } }], ['quota.monthly_cost_limit_usd 1e9', { quota: { monthly_cost_limit_usd: 1e9 } }],
+      ['quota.monthly_cost_limit_usd 1e8 (beyond numeric(14,6))', { quota: { monthly_cost_limit_usd: 1e8 } }], ['quota unknown nested field', { quota: { monthly_gpu_limit: 1 } }], ]),
+      { name: 'POST /api/agents/provision: max_queue_depth 1e400', method: 'POST', url: PROVISION.url, headers: { ...AUTH.operator, ...JSON_CT }, payload: '{"name": "x", "model": "m", "max_queue_depth": 1e400}', status: 400 }, { name: 'POST /api/agents/provision: 50k-deep nested array', method: 'POST', url: PROVISION.url, headers: { ...AUTH.operator, ...JSON_CT }, payload: `${'['.repeat(50_000)}${']'.repeat(50_000)}`, status: 400 }, ];
+      }  function otherWriteCases(): Case[] {
+      return [ ...fieldCases(PATCH_AGENT, [ ...AGENT_FIELDS,
+      ['status "deleted"', { status: 'deleted' }], ['status "archived"', { status: 'archived' }], ['name null', { name: null }],
+      ['id in the body', { id: MISSING }], ['name of another agent', { name: 'beta' }, 409, 'agent_name_taken'],
     ], {}),
     { name: 'PATCH /api/agents/{agent}: empty object', method: 'PATCH', url: PATCH_AGENT.url, headers: { ...AUTH.operator, ...JSON_CT }, payload: '{}', status: 400 },
     ...fieldCases(route('POST', '/api/tenants'), [
-      ['id with capitals and underscore', { id: 'Bad_ID' }],
-      ['id empty', { id: '' }],
-      ['id 64 chars', { id: 'a'.repeat(64) }],
-      ['id starting with a dash', { id: '-lead' }],
-      ['id is a number', { id: 7 }],
-      ['name empty', { name: '' }],
-      ['name 201 chars', { name: 'n'.repeat(201) }],
-      ['id of an existing tenant', { id: 'default' }, 409, 'tenant_exists'],
-      ['name with a NUL byte', { id: 'nul-tenant', name: 'nul\u0000name' }],
+      ['id with capitals and underscore', { id: 'Bad_ID' }], ['id empty', { id: '' }], ['id 64 chars', { id: 'a'.repeat(64) }],
+      ['id starting with a dash', { id: '-lead' }], ['id is a number', { id: 7 }], ['name empty', { name: '' }],
+      ['name 201 chars', { name: 'n'.repeat(201) }], ['id of an existing tenant', { id: 'default' }, 409, 'tenant_exists'], ['name with a NUL byte', { id: 'nul-tenant', name: 'nul\u0000name' }],
     ]),
     ...fieldCases(route('POST', '/api/workspaces'), [
-      ['name empty', { name: '' }],
-      ['name with a slash', { name: 'x/y' }],
-      ['name is a number', { name: 42 }],
-      ['name missing', { name: undefined }],
-      ['name of an existing workspace', { name: 'default' }, 409, 'workspace_exists'],
+      ['name empty', { name: '' }], ['name with a slash', { name: 'x/y' }], ['name is a number', { name: 42 }],
+      ['name missing', { name: undefined }], ['name of an existing workspace', { name: 'default' }, 409, 'workspace_exists'],
     ]),
     ...fieldCases(route('POST', '/api/users'), [
-      ['email not an email', { email: 'not-an-email' }],
-      ['email 330 chars', { email: `${'u'.repeat(318)}@example.com` }],
-      ['role platform_admin', { role: 'platform_admin' }],
-      ['role agent', { role: 'agent' }],
-      ['role root', { role: 'root' }],
-      ['name empty', { name: '' }],
-      ['password field', { password: 'hunter2' }],
-      ['email already taken', { email: 'taken@example.com' }, 409, 'user_exists'],
-      ['name with a NUL byte', { email: 'nul@example.com', name: 'nul\u0000name' }],
+      ['email not an email', { email: 'not-an-email' }], ['email 330 chars', { email: `${'u'.repeat(318)}@example.com` }], ['role platform_admin', { role: 'platform_admin' }],
+      ['role agent', { role: 'agent' }], ['role root', { role: 'root' }], ['name empty', { name: '' }],
+      ['password field', { password: 'hunter2' }], ['email already taken', { email: 'taken@example.com' }, 409, 'user_exists'], ['name with a NUL byte', { email: 'nul@example.com', name: 'nul\u0000name' }],
     ]),
   ];
 }
@@ -378,7 +335,7 @@ describe(`bad input: ${ALL.length} bad requests answer 4xx with the error envelo
     const alpha = await ok('POST', PROVISION.url, AUTH.operator, { name: 'alpha', model: 'm' }, 'agent');
     ids.agent = alpha.id;
     ids.workspace = alpha.workspace_id!;
-    ids.agent2 = (await ok('POST', PROVISION.url, AUTH.operator, { name: 'beta', model: 'm' }, 'agent')).id;
+    await ok('POST', PROVISION.url, AUTH.operator, { name: 'beta', model: 'm' }, 'agent');
     ids.user = (await ok('POST', '/api/users', AUTH.admin, { email: 'taken@example.com', role: 'viewer' }, 'user')).id;
     await ok('POST', PROVISION.url, { ...AUTH.operator, 'idempotency-key': 'reused-key-1' }, { name: 'gamma', model: 'm' }, 'agent');
     await ok('POST', '/api/workspaces', { ...AUTH.admin, 'idempotency-key': 'reused-key-2' }, { name: 'ws-primed' }, 'workspace');

@@ -49,7 +49,7 @@ describe('JWT tokens', () => {
   describe('with an external identity provider (JWKS)', () => {
     let server: http.Server;
     let jwksUrl: string;
-    let privateKey: CryptoKey;
+    let privateKey: Awaited<ReturnType<typeof generateKeyPair>>['privateKey'];
     before(async () => {
       const pair = await generateKeyPair('RS256');
       privateKey = pair.privateKey;

@@ -26,18 +26,24 @@ export async function runToken(argv: string[]): Promise<void> {
   if (!role.success) throw new UsageError(`--role is required: one of ${Role.options.join(', ')}`);
   if (role.data === 'agent' && !flags.sub) throw new UsageError('--role agent needs --sub <agent id>');
   const ttl = (flags.ttl as string | undefined) ?? '1h';
+  let seconds: number;
   try {
-    parseTtl(ttl);
+    seconds = parseTtl(ttl);
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
+  if (seconds <= 0) throw new UsageError('--ttl must be longer than 0 seconds');
+  const tenant = (flags.tenant as string | undefined) ?? 'default';
+  if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(tenant)) throw new UsageError(`--tenant "${tenant}" is not a tenant id: 1–63 lowercase letters, digits and dashes`);
+  const sub = (flags.sub as string | undefined) ?? `cli-${role.data}`;
+  if (sub.length > 200) throw new UsageError('--sub is at most 200 characters');
   const config = loadConfig(process.env, { dataDir: flags['data-dir'] as string | undefined });
   const secret = config.jwtSecret ?? readDevSecret(config.dataDir);
   if (!secret)
     throw new UsageError(`no signing secret: set FABRIC_JWT_SECRET, or start \`agent-fabric dev\` once so it creates one in ${config.dataDir}`);
   const token = await mintToken(
     { secret, issuer: config.jwtIssuer, audience: config.jwtAudience },
-    { sub: (flags.sub as string | undefined) ?? `cli-${role.data}`, role: role.data, tenant: (flags.tenant as string | undefined) ?? 'default', ttl },
+    { sub, role: role.data, tenant, ttl },
   );
   console.log(token);
 }
