@@ -16,7 +16,8 @@ export interface TokenOptions {
 const TenantId = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/);
 
 const Claims = z.object({
-  sub: z.string().min(1).max(200),
+  // eslint-disable-next-line no-control-regex -- refusing control characters is the point
+  sub: z.string().min(1).max(200).regex(/^[^\x00-\x1f\x7f]+$/, 'no control characters'),
   role: Role,
   tenant: TenantId,
 });

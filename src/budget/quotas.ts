@@ -8,7 +8,7 @@ export const OveragePolicy = z.enum(['block', 'alert_only', 'allow']);
 export const QuotaLimitsInput = z
   .object({
     monthly_token_limit: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
-    monthly_cost_limit_usd: z.number().min(0).max(1e8),
+    monthly_cost_limit_usd: z.number().min(0).max(99_999_999), // numeric(14, 6)
     storage_limit_bytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
     overage_policy: OveragePolicy,
     alert_threshold_pct: z.number().min(0).max(100),

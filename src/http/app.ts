@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
-import Fastify, { LogController, type FastifyBaseLogger } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyRequest } from 'fastify';
+import { FabricError } from '../errors/index.js';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { ProvisionOptions } from '../tenancy/index.js';
 import { httpRequestDuration, httpRequestsTotal, logger, runWithContext } from '../telemetry/index.js';
@@ -34,6 +35,16 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
     },
     routerOptions: { maxParamLength: 200 },
+    // Errors the router raises before any hook runs (over-long params, bad percent-encoding)
+    // still get the request id and the envelope.
+    frameworkErrors: (err, req, reply) => {
+      void reply.header('x-request-id', req.id);
+      const tooLong = err.statusCode === 414;
+      const error = tooLong
+        ? new FabricError(414, 'uri_too_long', 'A path segment is longer than 200 characters; ids are shorter than that.')
+        : new FabricError(400, 'invalid_url', 'The URL is not valid (broken percent-encoding?); encode path segments properly.');
+      handleError(error, req as FastifyRequest, reply as FastifyReply);
+    },
     ajv: { customOptions: { removeAdditional: false } },
   }).withTypeProvider<ZodTypeProvider>();
 

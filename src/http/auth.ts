@@ -22,11 +22,20 @@ function tenantCache(db: Queryable, ttlMs = 30_000, max = 10_000) {
   };
 }
 
+function countHeader(raw: string[], name: string): number {
+  let n = 0;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() === name) n++;
+  return n;
+}
+
 /** Verifies the bearer JWT of every /api request and sets `request.principal`. */
 export function registerAuth(app: App, deps: AppDeps): void {
   const tenantExists = tenantCache(deps.db);
   app.addHook('onRequest', async (req) => {
-    if (!req.url.startsWith('/api/') && req.url !== '/api') return;
+    // Decide on the matched route, not the raw URL: /%61pi/agents routes to /api/agents too.
+    if (!req.routeOptions.url?.startsWith('/api/')) return;
+    if (countHeader(req.raw.rawHeaders, 'authorization') > 1)
+      throw unauthorized('invalid_token', 'Send exactly one Authorization header.');
     const header = req.headers.authorization;
     if (!header)
       throw unauthorized('missing_token', 'This route needs "Authorization: Bearer <jwt>". Mint one with `agent-fabric token --role admin --tenant default`.');

@@ -43,6 +43,8 @@ export function mapError(err: unknown): Mapped {
       return { status: 413, code: 'body_too_large', message: 'The request body is larger than this server accepts; send a smaller body.' };
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return { status: 415, code: 'unsupported_media_type', message: 'Send the body as application/json.' };
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return { status: 400, code: 'invalid_json', message: 'The body is not valid JSON (or uses a forbidden key such as __proto__); send a JSON object.' };
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return { status: 400, code: 'invalid_json', message: 'The body is empty but Content-Type is application/json; send a JSON body or drop the header.' };
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
