@@ -1,10 +1,6 @@
 #!/usr/bin/env node
-import { ConfigError } from '../config/index.js';
-import { DataDirLockedError } from '../db/index.js';
 import { UsageError } from './args.js';
-import { runMigrate, MIGRATE_HELP } from './migrate.js';
-import { DEV_HELP, runServer, SERVE_HELP } from './run.js';
-import { runToken, TOKEN_HELP } from './token.js';
+import { DEV_HELP, MIGRATE_HELP, SERVE_HELP, TOKEN_HELP } from './help.js';
 
 const HELP = `agent-fabric — runs fleets of AI agents safely
 
@@ -18,11 +14,12 @@ Commands:
 
 Run \`agent-fabric <command> --help\` for a command's options.`;
 
+// Commands load lazily: `token` and `--help` should not pay for PGlite and Fastify.
 const commands: Record<string, { run: (argv: string[]) => Promise<void>; help: string }> = {
-  dev: { run: (argv) => runServer(argv, 'dev'), help: DEV_HELP },
-  serve: { run: (argv) => runServer(argv, 'serve'), help: SERVE_HELP },
-  migrate: { run: runMigrate, help: MIGRATE_HELP },
-  token: { run: runToken, help: TOKEN_HELP },
+  dev: { run: async (argv) => (await import('./run.js')).runServer(argv, 'dev'), help: DEV_HELP },
+  serve: { run: async (argv) => (await import('./run.js')).runServer(argv, 'serve'), help: SERVE_HELP },
+  migrate: { run: async (argv) => (await import('./migrate.js')).runMigrate(argv), help: MIGRATE_HELP },
+  token: { run: async (argv) => (await import('./token.js')).runToken(argv), help: TOKEN_HELP },
 };
 
 async function main(argv: string[]): Promise<void> {
@@ -40,7 +37,8 @@ async function main(argv: string[]): Promise<void> {
       console.error(`error: ${err.message}\n\n${command.help}`);
       process.exit(2);
     }
-    if (err instanceof ConfigError || err instanceof DataDirLockedError) {
+    // Matched by name so this module loads no database code (see the lazy imports above).
+    if (err instanceof Error && (err.name === 'ConfigError' || err.name === 'DataDirLockedError')) {
       console.error(`error: ${err.message}`);
       process.exit(1);
     }

@@ -3,14 +3,8 @@ import { migrate, openDb } from '../db/index.js';
 import { ensureDefaultTenant } from '../tenancy/index.js';
 import { createLogger, setLogger } from '../telemetry/index.js';
 import { parseFlags } from './args.js';
+import { MIGRATE_HELP } from './help.js';
 
-export const MIGRATE_HELP = `agent-fabric migrate [--data-dir DIR]
-
-Applies pending database migrations under an advisory lock (safe to run from several
-processes at once) and creates the "default" tenant. Uses DATABASE_URL when set,
-otherwise the embedded database in the data dir (which must not be in use).
-
-  --data-dir DIR  data directory (env FABRIC_DATA_DIR, default ./.fabric)`;
 
 export async function runMigrate(argv: string[]): Promise<void> {
   const flags = parseFlags(argv, { 'data-dir': { type: 'string' } });

@@ -1,26 +1,9 @@
 import { loadConfig, type FabricConfig } from '../config/index.js';
 import { startFabric, type FabricMode } from '../server/index.js';
 import { parseFlags, portFlag } from './args.js';
+import { DEV_HELP, SERVE_HELP } from './help.js';
 
-export const DEV_HELP = `agent-fabric dev [--port N] [--host H] [--data-dir DIR]
 
-Runs the whole fabric in one process on the embedded database (PGlite) in the data dir
-(or on PostgreSQL when DATABASE_URL is set). Creates the data dir, a JWT secret and the
-"default" tenant on first start, and prints an admin token.
-
-  --port N        HTTP port (env PORT, default 8787)
-  --host H        interface to bind (env FABRIC_HOST, default 127.0.0.1)
-  --data-dir DIR  data directory (env FABRIC_DATA_DIR, default ./.fabric)
-
-Environment: FABRIC_JWT_SECRET, FABRIC_JWKS_URL, DATABASE_URL, FABRIC_LOG_LEVEL — see README.`;
-
-export const SERVE_HELP = `agent-fabric serve [--port N] [--host H]
-
-Runs the API against PostgreSQL (production shape). Needs DATABASE_URL and
-FABRIC_JWT_SECRET (≥ 32 characters) or FABRIC_JWKS_URL. Run several to scale out.
-
-  --port N   HTTP port (env PORT, default 8787)
-  --host H   interface to bind (env FABRIC_HOST, default 127.0.0.1)`;
 
 /** `dev` and `serve`: start, print where to reach it, stop cleanly on SIGINT/SIGTERM. */
 export async function runServer(argv: string[], mode: FabricMode): Promise<void> {

@@ -1,17 +1,8 @@
 import { mintToken, parseTtl, readDevSecret, Role } from '../auth/index.js';
 import { loadConfig } from '../config/index.js';
 import { parseFlags, UsageError } from './args.js';
+import { TOKEN_HELP } from './help.js';
 
-export const TOKEN_HELP = `agent-fabric token --role ROLE [--tenant ID] [--sub ID] [--ttl 1h] [--data-dir DIR]
-
-Mints an HS256 JWT for local use, signed with FABRIC_JWT_SECRET or the secret that
-\`agent-fabric dev\` keeps in the data dir. Prints the token alone on stdout.
-
-  --role ROLE     ${Role.options.join(' | ')}
-  --tenant ID     tenant id (default: default)
-  --sub ID        subject; for --role agent, the agent id (default: cli-<role>)
-  --ttl T         lifetime: seconds or 15m, 1h, 7d (default 1h)
-  --data-dir DIR  where to find the dev secret (env FABRIC_DATA_DIR, default ./.fabric)`;
 
 export async function runToken(argv: string[]): Promise<void> {
   const flags = parseFlags(argv, {

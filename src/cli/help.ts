@@ -1,0 +1,40 @@
+// Usage texts live apart from the commands so `--help` loads no database or HTTP code.
+
+export const DEV_HELP = `agent-fabric dev [--port N] [--host H] [--data-dir DIR]
+
+Runs the whole fabric in one process on the embedded database (PGlite) in the data dir
+(or on PostgreSQL when DATABASE_URL is set). Creates the data dir, a JWT secret and the
+"default" tenant on first start, and prints an admin token.
+
+  --port N        HTTP port (env PORT, default 8787)
+  --host H        interface to bind (env FABRIC_HOST, default 127.0.0.1)
+  --data-dir DIR  data directory (env FABRIC_DATA_DIR, default ./.fabric)
+
+Environment: FABRIC_JWT_SECRET, FABRIC_JWKS_URL, DATABASE_URL, FABRIC_LOG_LEVEL — see README.`;
+
+export const SERVE_HELP = `agent-fabric serve [--port N] [--host H]
+
+Runs the API against PostgreSQL (production shape). Needs DATABASE_URL and
+FABRIC_JWT_SECRET (≥ 32 characters) or FABRIC_JWKS_URL. Run several to scale out.
+
+  --port N   HTTP port (env PORT, default 8787)
+  --host H   interface to bind (env FABRIC_HOST, default 127.0.0.1)`;
+
+export const MIGRATE_HELP = `agent-fabric migrate [--data-dir DIR]
+
+Applies pending database migrations under an advisory lock (safe to run from several
+processes at once) and creates the "default" tenant. Uses DATABASE_URL when set,
+otherwise the embedded database in the data dir (which must not be in use).
+
+  --data-dir DIR  data directory (env FABRIC_DATA_DIR, default ./.fabric)`;
+
+export const TOKEN_HELP = `agent-fabric token --role ROLE [--tenant ID] [--sub ID] [--ttl 1h] [--data-dir DIR]
+
+Mints an HS256 JWT for local use, signed with FABRIC_JWT_SECRET or the secret that
+\`agent-fabric dev\` keeps in the data dir. Prints the token alone on stdout.
+
+  --role ROLE     platform_admin | admin | operator | member | viewer | agent
+  --tenant ID     tenant id (default: default)
+  --sub ID        subject; for --role agent, the agent id (default: cli-<role>)
+  --ttl T         lifetime: seconds or 15m, 1h, 7d (default 1h)
+  --data-dir DIR  where to find the dev secret (env FABRIC_DATA_DIR, default ./.fabric)`;
