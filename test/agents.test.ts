@@ -88,6 +88,27 @@ describe(`agents API and its isolation (${ENGINE})`, () => {
     assert.equal(viewer.statusCode, 403);
   });
 
+  it('PATCH of one nested field keeps the others (isolation and budget are merged, not reset)', async () => {
+    const res = await t.app.inject({
+      method: 'PATCH',
+      url: `/api/agents/${agentA}`,
+      headers: await t.auth('admin'),
+      payload: { isolation: { memory_mb: 1024 }, budget: { max_tokens_per_day: 10 } },
+    });
+    assert.equal(res.statusCode, 200, res.body);
+    const a = res.json().agent;
+    assert.deepEqual(a.isolation, { level: 'container', memory_mb: 1024, cpu_cores: 1, filesystem_root: null, network_egress: ['api.example.com'] });
+    assert.equal(a.budget.max_tokens_per_day, 10);
+    assert.equal(a.budget.alert_threshold_percent, 80);
+    const bad = await t.app.inject({ method: 'PATCH', url: `/api/agents/${agentA}`, headers: await t.auth('admin'), payload: { isolation: { level: 'vm' } } });
+    assert.equal(bad.statusCode, 400);
+  });
+
+  it('PATCH without an entrypoint keeps a missing one SQL NULL', async () => {
+    await t.app.inject({ method: 'PATCH', url: `/api/agents/${agentB}`, headers: await t.auth('admin'), payload: { description: 'no entrypoint' } });
+    assert.equal(await countRows(t.db, 'agents', 'id = $1 AND entrypoint IS NULL', [agentB]), 1);
+  });
+
   it('DELETE soft-deletes: gone from reads, row and history kept, audit-logged', async () => {
     const victim = (await provision({ name: 'doomed', model: 'm' })).json().agent.id;
     const res = await t.app.inject({ method: 'DELETE', url: `/api/agents/${victim}`, headers: await t.auth('admin') });

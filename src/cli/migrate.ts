@@ -11,7 +11,7 @@ export async function runMigrate(argv: string[]): Promise<void> {
   if (flags.help) return void console.log(MIGRATE_HELP);
   const config = loadConfig(process.env, { dataDir: flags['data-dir'] as string | undefined });
   setLogger(createLogger({ level: 'warn' }));
-  const db = await openDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+  const db = await openDb(config);
   try {
     const { applied, current } = await migrate(db);
     await ensureDefaultTenant(db);

@@ -1,6 +1,8 @@
 import path from 'node:path';
 import { z } from 'zod';
 
+export { createExclusive, ensurePrivateDir } from './datadir.js';
+
 /** Defaults for the quota row every provisioned agent gets (isolation-runtime-prd §3.5). */
 export interface QuotaDefaults {
   /** Tokens an agent may spend per calendar month. Default 1,000,000. */
@@ -27,6 +29,10 @@ export interface FabricConfig {
   databaseUrl: string | undefined;
   /** Connections in the PostgreSQL pool. `FABRIC_DB_POOL_SIZE`, default 10. */
   dbPoolSize: number;
+  /** How long to wait for a PostgreSQL connection before answering 503. `FABRIC_DB_CONNECT_TIMEOUT_MS`, default 5000. */
+  dbConnectTimeoutMs: number;
+  /** Longest a single statement may run on PostgreSQL. `FABRIC_DB_STATEMENT_TIMEOUT_MS`, default 30000. */
+  dbStatementTimeoutMs: number;
   /** HS256 secret for JWTs (at least 32 characters). `FABRIC_JWT_SECRET` */
   jwtSecret: string | undefined;
   /** JWKS URL of an external identity provider. `FABRIC_JWKS_URL` */
@@ -52,6 +58,8 @@ const EnvSchema = z.object({
   FABRIC_DATA_DIR: z.string().min(1).default('./.fabric'),
   DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://').optional(),
   FABRIC_DB_POOL_SIZE: int(1).max(500).default(10),
+  FABRIC_DB_CONNECT_TIMEOUT_MS: int(100).default(5000),
+  FABRIC_DB_STATEMENT_TIMEOUT_MS: int(100).default(30_000),
   FABRIC_JWT_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
   FABRIC_JWKS_URL: z.url().optional(),
   FABRIC_JWT_ISSUER: z.string().min(1).default('agent-fabric'),
@@ -86,6 +94,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     dataDir: path.resolve(e.FABRIC_DATA_DIR),
     databaseUrl: e.DATABASE_URL,
     dbPoolSize: e.FABRIC_DB_POOL_SIZE,
+    dbConnectTimeoutMs: e.FABRIC_DB_CONNECT_TIMEOUT_MS,
+    dbStatementTimeoutMs: e.FABRIC_DB_STATEMENT_TIMEOUT_MS,
     jwtSecret: e.FABRIC_JWT_SECRET,
     jwksUrl: e.FABRIC_JWKS_URL,
     jwtIssuer: e.FABRIC_JWT_ISSUER,

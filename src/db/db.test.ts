@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { freshDb, type TestDb } from '../../test/support/db.js';
 import { ENGINE } from '../../test/support/engine.js';
 import { acquireDirLock, DataDirLockedError } from './lockfile.js';
-import { loadMigrations, migrate, pendingMigrations, withTransaction } from './index.js';
+import { loadMigrations, migrate, pendingMigrations, withTransaction, type Queryable } from './index.js';
 
 // The Db conformance suite: every engine must pass it unchanged.
 describe(`Db conformance (${ENGINE})`, () => {
@@ -89,6 +89,35 @@ describe(`Db conformance (${ENGINE})`, () => {
     assert.deepEqual(got, ['one', 'at-commit']);
   });
 
+  it('a listener that throws is logged, stays subscribed, and does not crash the process', async () => {
+    const got: string[] = [];
+    const unsubscribe = await db.listen('fabric_throwing', (p) => {
+      got.push(p);
+      throw new Error('listener bug');
+    });
+    await db.notify('fabric_throwing', 'a');
+    await db.notify('fabric_throwing', 'b');
+    for (let i = 0; i < 50 && got.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(got, ['a', 'b']);
+    await unsubscribe();
+  });
+
+  it('many concurrent listen() calls share one subscription per channel and all receive', async () => {
+    const got: number[] = [];
+    const subs = await Promise.all([1, 2, 3].map((n) => db.listen('fabric_concurrent', () => got.push(n))));
+    await db.notify('fabric_concurrent', 'x');
+    for (let i = 0; i < 50 && got.length < 3; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(got.sort(), [1, 2, 3]);
+    await Promise.all(subs.map((u) => u()));
+  });
+
+  it('a statement issued after the transaction ended is refused', async () => {
+    let leaked!: Queryable;
+    await db.transaction(async (tx) => void (leaked = tx));
+    await assert.rejects(leaked.query('INSERT INTO t (id) VALUES (50)'), /closed/i);
+    assert.equal((await db.query('SELECT 1 FROM t WHERE id = 50')).rows.length, 0);
+  });
+
   it('refuses channel names that are not plain identifiers', async () => {
     await assert.rejects(db.listen('x; DROP TABLE t', () => {}), /invalid channel/);
   });
@@ -117,6 +146,38 @@ describe('data-dir lock file', () => {
     assert.throws(() => acquireDirLock(dir), DataDirLockedError);
     release();
     acquireDirLock(dir)();
+  });
+
+  it('a lock carrying our own pid from a previous life (container restart) is taken over', () => {
+    fs.writeFileSync(path.join(dir, 'fabric.lock'), `${process.pid}\n`);
+    acquireDirLock(dir)();
+  });
+
+  it('a fresh unreadable lock is respected (it may be mid-write); an old one is taken over', () => {
+    fs.writeFileSync(path.join(dir, 'fabric.lock'), '');
+    assert.throws(() => acquireDirLock(dir), DataDirLockedError);
+    const old = new Date(Date.now() - 60_000);
+    fs.utimesSync(path.join(dir, 'fabric.lock'), old, old);
+    acquireDirLock(dir)();
+  });
+
+  it('the data dir is private to this user', () => {
+    fs.chmodSync(dir, 0o755);
+    acquireDirLock(dir)();
+    assert.equal(fs.statSync(dir).mode & 0o777, 0o700);
+  });
+
+  it('processes racing to take over a stale lock: exactly one wins', async () => {
+    const race = fs.mkdtempSync(path.join(os.tmpdir(), 'fabric-race-'));
+    fs.writeFileSync(path.join(race, 'fabric.lock'), '2147483646\n');
+    const script = `import fs from 'node:fs'; import { acquireDirLock } from ${JSON.stringify(new URL('./lockfile.ts', import.meta.url).pathname)};
+      try { acquireDirLock(${JSON.stringify(race)}); fs.appendFileSync(${JSON.stringify(path.join(race, 'winners'))}, process.pid + '\\n'); await new Promise((r) => setTimeout(r, 1500)); } catch {}`;
+    const { spawn } = await import('node:child_process');
+    const runs = Array.from({ length: 6 }, () => new Promise((resolve) => spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: 'inherit' }).on('close', resolve)));
+    await Promise.all(runs);
+    const winners = fs.readFileSync(path.join(race, 'winners'), 'utf8').trim().split('\n');
+    fs.rmSync(race, { recursive: true, force: true });
+    assert.equal(winners.length, 1);
   });
 
   it('a lock left by a dead process is taken over', () => {

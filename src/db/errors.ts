@@ -6,8 +6,7 @@ export const PG_CODES = {
   notNullViolation: '23502',
   serializationFailure: '40001',
   deadlockDetected: '40P01',
-  adminShutdown: '57P01',
-  cannotConnectNow: '57P03',
+  queryCanceled: '57014',
 } as const;
 
 /** The SQLSTATE of a database error, if it has one. */
@@ -16,11 +15,16 @@ export function pgCode(err: unknown): string | undefined {
   return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
 }
 
-/** True when the error means the database could not be reached or the connection died. */
-export function isConnectionError(err: unknown): boolean {
-  const code = pgCode(err) ?? (err as { code?: unknown } | null)?.code;
-  if (typeof code === 'string' && (code.startsWith('08') || code === '57P01' || code === '57P03' || code === 'ECONNREFUSED' || code === 'ECONNRESET'))
-    return true;
-  const msg = err instanceof Error ? err.message : '';
-  return /Connection terminated|connection is closed|Client has encountered a connection error|PGlite is closed/i.test(msg);
+const CONNECTION_MESSAGES =
+  /Connection terminated|connection is closed|Client has encountered a connection error|timeout exceeded when trying to connect|PGlite is closed/i;
+
+/**
+ * True when the database is unreachable or overloaded rather than the request being wrong:
+ * class 08 (connection), 53 (insufficient resources), 57P0x (shutdown), socket errors,
+ * pool connect timeouts.
+ */
+export function isUnavailableError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && (/^(08|53|57P0)/.test(code) || code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'ETIMEDOUT')) return true;
+  return CONNECTION_MESSAGES.test(err instanceof Error ? err.message : '');
 }

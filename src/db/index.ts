@@ -1,5 +1,6 @@
 import { openPglite } from './pglite.js';
 import { openPostgres } from './postgres.js';
+import type { FabricConfig } from '../config/index.js';
 import type { Db } from './types.js';
 
 export type { Db, DbEngine, Queryable, QueryResult } from './types.js';
@@ -9,18 +10,14 @@ export { openPglite, type PgliteOptions } from './pglite.js';
 export { openPostgres, type PostgresOptions } from './postgres.js';
 export { DataDirLockedError } from './lockfile.js';
 export { encodeCursor, decodeCursor, type PageCursor } from './cursor.js';
-export { PG_CODES, pgCode, isConnectionError } from './errors.js';
+export { PG_CODES, pgCode, isUnavailableError } from './errors.js';
 
-export interface OpenDbOptions {
-  /** When set, PostgreSQL through `pg`; otherwise the embedded PGlite engine. */
-  databaseUrl?: string | undefined;
-  /** Data directory for the embedded engine. */
-  dataDir: string;
-  poolSize?: number;
-}
+/** The configuration fields that choose and tune the engine. */
+export type OpenDbOptions = Pick<FabricConfig, 'databaseUrl' | 'dataDir' | 'dbPoolSize' | 'dbConnectTimeoutMs' | 'dbStatementTimeoutMs'>;
 
 /** Opens the configured engine: PostgreSQL when a URL is given, else PGlite in the data dir. */
-export async function openDb(options: OpenDbOptions): Promise<Db> {
-  if (options.databaseUrl) return openPostgres({ url: options.databaseUrl, poolSize: options.poolSize ?? 10 });
-  return openPglite({ dataDir: options.dataDir });
+export async function openDb(config: OpenDbOptions): Promise<Db> {
+  if (config.databaseUrl)
+    return openPostgres({ url: config.databaseUrl, poolSize: config.dbPoolSize, connectTimeoutMs: config.dbConnectTimeoutMs, statementTimeoutMs: config.dbStatementTimeoutMs });
+  return openPglite({ dataDir: config.dataDir });
 }

@@ -1,19 +1,26 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { createExclusive, ensurePrivateDir } from '../config/index.js';
 
 /** Thrown when another live process holds the data directory. */
 export class DataDirLockedError extends Error {
   override name = 'DataDirLockedError';
   constructor(
     readonly dir: string,
-    readonly pid: number,
+    readonly pid: number | undefined,
   ) {
     super(
-      `the data directory ${dir} is in use by another agent-fabric process (pid ${pid}). ` +
+      `the data directory ${dir} is in use by another agent-fabric process${pid ? ` (pid ${pid})` : ''}. ` +
         `Stop that process, or start this one with another --data-dir / FABRIC_DATA_DIR.`,
     );
   }
 }
+
+/** Data dirs this process holds, so a pid match after a container restart is not mistaken for us. */
+const held = new Set<string>();
+
+/** A lock or takeover marker younger than this is never treated as abandoned. */
+const GRACE_MS = 10_000;
 
 function isAlive(pid: number): boolean {
   try {
@@ -24,40 +31,88 @@ function isAlive(pid: number): boolean {
   }
 }
 
+function readHolder(file: string): { pid: number | undefined; ageMs: number } | undefined {
+  try {
+    const text = fs.readFileSync(file, 'utf8').trim();
+    const pid = /^\d+$/.test(text) ? Number(text) : undefined;
+    return { pid, ageMs: Date.now() - fs.statSync(file).mtimeMs };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+/** True when the lock's holder is gone: a dead pid, our own pid from a previous life, or garbage past the grace period. */
+function isAbandoned(holder: { pid: number | undefined; ageMs: number }, dir: string): boolean {
+  if (holder.pid === undefined) return holder.ageMs > GRACE_MS;
+  if (holder.pid === process.pid) return !held.has(dir);
+  return !isAlive(holder.pid);
+}
+
 /**
- * Takes an exclusive pid lock file in `dir`. PGlite never locks its data dir, and two
- * processes writing one would corrupt it, so the fabric refuses to open a dir held by a
- * live process. A lock left by a dead process (crash, SIGKILL) is taken over.
+ * Removes an abandoned lock. Only one process may do this at a time (an atomic mkdir is the
+ * mutex), and it re-reads the lock under that mutex, so a fresh lock taken meanwhile by
+ * another process is never removed.
+ */
+function removeAbandoned(file: string, seen: string): void {
+  const mutex = `${file}.takeover`;
+  try {
+    fs.mkdirSync(mutex);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    // a takeover that crashed half-way leaves its marker; clear it once it is clearly old
+    if (Date.now() - fs.statSync(mutex).mtimeMs > GRACE_MS) fs.rmSync(mutex, { recursive: true, force: true });
+    return;
+  }
+  try {
+    const now = fs.readFileSync(file, 'utf8');
+    if (now === seen) fs.rmSync(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  } finally {
+    fs.rmSync(mutex, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Takes an exclusive lock on `dir`. PGlite never locks its data dir, and two processes
+ * writing one would corrupt it, so the fabric refuses a dir held by a live process; a lock
+ * left by a dead one (crash, SIGKILL, container restart) is taken over.
  * Returns the release function.
  */
 export function acquireDirLock(dir: string, name = 'fabric.lock'): () => void {
-  fs.mkdirSync(dir, { recursive: true });
+  ensurePrivateDir(dir);
+  const key = path.resolve(dir);
+  if (held.has(key)) throw new DataDirLockedError(dir, process.pid);
   const file = path.join(dir, name);
-  for (let attempt = 0; attempt < 3; attempt++) {
+  for (let attempt = 0; attempt < 50; attempt++) {
     try {
-      fs.writeFileSync(file, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+      createExclusive(file, `${process.pid}\n`);
+      held.add(key);
       let released = false;
       const release = () => {
         if (released) return;
         released = true;
+        held.delete(key);
         process.off('exit', release);
-        try {
-          if (fs.readFileSync(file, 'utf8').trim() === String(process.pid)) fs.unlinkSync(file);
-        } catch {
-          /* already gone */
-        }
+        fs.rmSync(file, { force: true });
       };
       process.on('exit', release);
       return release;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const holder = Number.parseInt(fs.readFileSync(file, 'utf8').trim(), 10);
-      if (Number.isInteger(holder) && holder !== process.pid && isAlive(holder)) {
-        throw new DataDirLockedError(dir, holder);
-      }
-      if (holder === process.pid) throw new DataDirLockedError(dir, holder);
-      fs.rmSync(file, { force: true }); // stale: its process is gone
     }
+    const holder = readHolder(file);
+    if (!holder) continue; // released meanwhile
+    if (!isAbandoned(holder, key)) throw new DataDirLockedError(dir, holder.pid);
+    let seen: string;
+    try {
+      seen = fs.readFileSync(file, 'utf8');
+    } catch {
+      continue; // released meanwhile
+    }
+    removeAbandoned(file, seen);
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10 + Math.random() * 20);
   }
-  throw new Error(`could not take the lock file ${file}`);
+  throw new DataDirLockedError(dir, undefined);
 }

@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
+import { safeListener } from './listeners.js';
 import { acquireDirLock } from './lockfile.js';
 import { assertChannelName, parseNumeric, TYPE_OIDS, type Db, type Queryable, type QueryResult } from './types.js';
 
@@ -46,7 +47,7 @@ export async function openPglite(options: PgliteOptions = {}): Promise<Db & { du
       }),
     async listen(channel, onPayload) {
       assertChannelName(channel);
-      const unsub = await pg.listen(channel, onPayload);
+      const unsub = await pg.listen(channel, safeListener(channel, onPayload));
       return async () => unsub();
     },
     async notify(channel, payload) {

@@ -1,12 +1,17 @@
 import pg from 'pg';
 import { logger } from '../telemetry/index.js';
+import { safeListener } from './listeners.js';
 import { assertChannelName, parseNumeric, TYPE_OIDS, type Db, type Queryable, type QueryResult } from './types.js';
 
 export interface PostgresOptions {
   /** postgres:// connection string. */
   url: string;
-  /** Pool size; default 10. */
-  poolSize?: number;
+  /** Connections in the pool. */
+  poolSize: number;
+  /** How long to wait for a connection before failing (the API answers 503). */
+  connectTimeoutMs: number;
+  /** Longest a single statement may run. */
+  statementTimeoutMs: number;
 }
 
 const types = {
@@ -22,47 +27,54 @@ function wrap<R>(r: pg.QueryResult): QueryResult<R> {
 
 /** Opens a pooled PostgreSQL connection through `pg`. */
 export async function openPostgres(options: PostgresOptions): Promise<Db> {
-  const pool = new pg.Pool({
+  const connection = {
     connectionString: options.url,
-    max: options.poolSize ?? 10,
     types,
-    application_name: 'agent-fabric',
-  });
+    connectionTimeoutMillis: options.connectTimeoutMs,
+    // Pinned per session so a server or database default (DateStyle, TimeZone) cannot change
+    // how timestamps parse or how keyset cursors print.
+    options: `-c DateStyle=ISO,MDY -c TimeZone=UTC -c statement_timeout=${options.statementTimeoutMs}`,
+  };
+  const pool = new pg.Pool({ ...connection, max: options.poolSize, application_name: 'agent-fabric' });
   // An idle client that dies (server restart, pg_terminate_backend) must not crash the process.
   pool.on('error', (err) => logger().warn({ err }, 'idle PostgreSQL connection failed; the pool replaces it'));
   const check = await pool.connect();
   check.release();
 
   const listeners = new Map<string, Set<(payload: string) => void>>();
-  let listenClient: pg.Client | undefined;
+  let listenClient: Promise<pg.Client> | undefined;
+  let current: pg.Client | undefined;
   let closing = false;
 
-  async function connectListener(): Promise<pg.Client> {
-    if (listenClient) return listenClient;
-    const client = new pg.Client({ connectionString: options.url, types, application_name: 'agent-fabric-listen' });
-    client.on('notification', (msg) => {
-      for (const fn of listeners.get(msg.channel) ?? []) {
-        try {
-          fn(msg.payload ?? '');
-        } catch (err) {
-          logger().error({ err, channel: msg.channel }, 'a NOTIFY listener threw; it stays subscribed');
-        }
+  /** The one LISTEN connection, opened once even when many callers ask at the same time. */
+  function listenConnection(): Promise<pg.Client> {
+    listenClient ??= (async () => {
+      const client = new pg.Client({ ...connection, application_name: 'agent-fabric-listen' });
+      client.on('notification', (msg) => {
+        for (const fn of listeners.get(msg.channel) ?? []) fn(msg.payload ?? '');
+      });
+      client.on('error', (err) => {
+        logger().warn({ err }, 'LISTEN connection lost; reconnecting');
+        void client.end().catch(() => {});
+        if (current !== client) return; // an old connection: already replaced
+        listenClient = undefined;
+        if (!closing) setTimeout(() => void resubscribe(), 1000).unref();
+      });
+      try {
+        await client.connect();
+      } catch (err) {
+        listenClient = undefined;
+        throw err;
       }
-    });
-    client.on('error', (err) => {
-      logger().warn({ err }, 'LISTEN connection lost; reconnecting');
-      listenClient = undefined;
-      client.end().catch(() => {});
-      if (!closing) setTimeout(() => void resubscribe(), 1000).unref();
-    });
-    await client.connect();
-    listenClient = client;
-    return client;
+      current = client;
+      return client;
+    })();
+    return listenClient;
   }
 
   async function resubscribe(): Promise<void> {
     try {
-      const client = await connectListener();
+      const client = await listenConnection();
       for (const channel of listeners.keys()) await client.query(`LISTEN ${channel}`);
     } catch (err) {
       logger().warn({ err }, 'LISTEN reconnect failed; retrying');
@@ -75,17 +87,26 @@ export async function openPostgres(options: PostgresOptions): Promise<Db> {
     async query(text, params) {
       return wrap(await pool.query(text, params as unknown[] | undefined));
     },
+    async exec(script) {
+      await pool.query(script);
+    },
     async transaction(fn) {
       const client = await pool.connect();
       let broken: Error | undefined;
+      let finished = false;
       const onError = (err: Error) => (broken = err);
       client.on('error', onError);
+      // A statement issued after the transaction ended (a missing await) must not run on a
+      // connection that is back in the pool, inside someone else's transaction.
+      const guard = () => {
+        if (finished) throw new Error('Transaction is closed: a statement was issued after it committed or rolled back (missing await?)');
+      };
       try {
         await client.query('BEGIN');
         const tx: Queryable = {
-          query: async (text, params) => wrap(await client.query(text, params as unknown[])),
+          query: async (text, params) => (guard(), wrap(await client.query(text, params as unknown[]))),
           // without parameters pg uses the simple protocol, which allows several statements
-          exec: async (script) => void (await client.query(script)),
+          exec: async (script) => (guard(), void (await client.query(script))),
         };
         const result = await fn(tx);
         await client.query('COMMIT');
@@ -98,6 +119,7 @@ export async function openPostgres(options: PostgresOptions): Promise<Db> {
         }
         throw err;
       } finally {
+        finished = true;
         client.off('error', onError);
         // A client whose connection failed is destroyed rather than returned to the pool.
         client.release(broken ?? undefined);
@@ -105,23 +127,23 @@ export async function openPostgres(options: PostgresOptions): Promise<Db> {
     },
     async listen(channel, onPayload) {
       assertChannelName(channel);
+      const listener = safeListener(channel, onPayload);
       let set = listeners.get(channel);
       if (!set) {
-        set = new Set();
+        await (await listenConnection()).query(`LISTEN ${channel}`);
+        set = listeners.get(channel) ?? new Set(); // another caller may have registered meanwhile
         listeners.set(channel, set);
-        await (await connectListener()).query(`LISTEN ${channel}`);
       }
-      set.add(onPayload);
+      set.add(listener);
+      const subscribed = set;
       return async () => {
-        set.delete(onPayload);
-        if (set.size === 0 && listeners.get(channel) === set) {
+        subscribed.delete(listener);
+        if (subscribed.size === 0 && listeners.get(channel) === subscribed) {
           listeners.delete(channel);
-          await listenClient?.query(`UNLISTEN ${channel}`).catch(() => {});
+          const client = await listenClient?.catch(() => undefined);
+          await client?.query(`UNLISTEN ${channel}`).catch(() => {});
         }
       };
-    },
-    async exec(script) {
-      await pool.query(script);
     },
     async notify(channel, payload) {
       assertChannelName(channel);
@@ -129,7 +151,8 @@ export async function openPostgres(options: PostgresOptions): Promise<Db> {
     },
     async close() {
       closing = true;
-      await listenClient?.end().catch(() => {});
+      const client = await listenClient?.catch(() => undefined);
+      await client?.end().catch(() => {});
       await pool.end();
     },
   };

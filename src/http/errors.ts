@@ -1,7 +1,7 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors, isResponseSerializationError } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { isConnectionError, pgCode, PG_CODES } from '../db/index.js';
+import { isUnavailableError, pgCode, PG_CODES } from '../db/index.js';
 import { FabricError } from '../errors/index.js';
 import { logger } from '../telemetry/index.js';
 
@@ -52,8 +52,10 @@ export function mapError(err: unknown): Mapped {
   }
   if (err instanceof SyntaxError && fe.statusCode === 400)
     return { status: 400, code: 'invalid_json', message: `The body is not valid JSON (${err.message}).` };
-  if (isConnectionError(err))
-    return { status: 503, code: 'database_unavailable', message: 'The database connection failed during the request; nothing was committed. Retry shortly.', details: { retry_after_seconds: 1 } };
+  if (isUnavailableError(err))
+    return { status: 503, code: 'database_unavailable', message: 'The database is unreachable or overloaded; nothing was committed. Retry shortly.', details: { retry_after_seconds: 1 } };
+  if (pgCode(err) === PG_CODES.queryCanceled)
+    return { status: 503, code: 'database_timeout', message: 'The database took too long to answer; nothing was committed. Retry shortly.', details: { retry_after_seconds: 1 } };
   const sqlstate = pgCode(err);
   // class 22 is "data exception": a value the database cannot take (bad uuid, overflow, bad date…)
   if (sqlstate?.startsWith('22') || sqlstate === PG_CODES.checkViolation)

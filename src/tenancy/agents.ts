@@ -87,8 +87,8 @@ export async function updateAgent(tx: Queryable, actor: AuditActor, tenantId: st
   const config = {
     model: patch.model ?? before.model,
     tools: patch.tools ?? before.tools,
-    isolation: patch.isolation ?? before.isolation,
-    budget: patch.budget ?? before.budget,
+    isolation: { ...before.isolation, ...patch.isolation },
+    budget: { ...before.budget, ...patch.budget },
     policies: patch.policies ?? before.policies,
   };
   let row: AgentRow | undefined;
@@ -103,7 +103,7 @@ export async function updateAgent(tx: Queryable, actor: AuditActor, tenantId: st
         patch.name ?? before.name,
         patch.description !== undefined ? patch.description : before.description,
         JSON.stringify(config),
-        JSON.stringify(patch.entrypoint !== undefined ? patch.entrypoint : before.entrypoint),
+        jsonOrNull(patch.entrypoint !== undefined ? patch.entrypoint : before.entrypoint),
         patch.max_queue_depth ?? before.max_queue_depth,
         patch.max_concurrency ?? before.max_concurrency,
         patch.status ?? before.status,
@@ -118,6 +118,11 @@ export async function updateAgent(tx: Queryable, actor: AuditActor, tenantId: st
   await recordEvent(tx, { tenantId, agentId: id, eventType: 'agent.updated', subjectType: 'agent', subjectId: id, data: { fields: Object.keys(patch) } });
   await recordAudit(tx, { tenantId, actor, action: 'agent.update', targetType: 'agent', targetId: id, before, after });
   return after;
+}
+
+/** jsonb parameter that stays SQL NULL (not JSON null) when there is no value. */
+function jsonOrNull(value: unknown): string | null {
+  return value === null || value === undefined ? null : JSON.stringify(value);
 }
 
 /** Soft-deletes an agent: it disappears from reads, its name is free again, its history stays. Audited. */

@@ -28,13 +28,22 @@ export const BudgetConfig = z
   })
   .strict();
 
+/** The same fields with no defaults and all optional: a PATCH changes only what it names. */
+function patchOf<S extends z.ZodRawShape>(schema: z.ZodObject<S>) {
+  const shape = Object.fromEntries(
+    Object.entries(schema.shape).map(([k, f]) => [k, f instanceof z.ZodDefault ? (f.unwrap() as z.ZodType) : (f as z.ZodType)]),
+  );
+  return z.object(shape).partial().strict();
+}
+export const IsolationPatch = patchOf(IsolationConfig);
+export const BudgetPatch = patchOf(BudgetConfig);
+
 /** What the agent runs; the execution issue defines how each field is used. */
 export const Entrypoint = z
   .object({
     command: z.array(z.string().min(1).max(4096)).min(1).max(64).optional(),
     code_dir: z.string().min(1).max(1024).optional(),
     handler: z.string().min(1).max(1024).optional(),
-    env: z.record(z.string().regex(/^[A-Z_][A-Z0-9_]*$/), z.string().max(8192)).optional(),
   })
   .strict()
   .refine((e) => e.command !== undefined || e.handler !== undefined, 'an entrypoint needs a command or a handler');
@@ -78,6 +87,8 @@ export type ProvisionAgentBody = z.infer<typeof ProvisionAgentBody>;
 export const UpdateAgentBody = z
   .object({
     ...AgentFields,
+    isolation: IsolationPatch.describe('only the fields sent change'),
+    budget: BudgetPatch.describe('only the fields sent change'),
     status: z.enum(['active', 'paused']),
   })
   .partial()

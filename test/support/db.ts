@@ -5,6 +5,8 @@ import { migrate, openPglite, openPostgres, type Db } from '../../src/db/index.j
 import { ensureDefaultTenant } from '../../src/tenancy/index.js';
 import { ENGINE, PG_ADMIN_URL, PG_TEMPLATE_DB, PGLITE_TEMPLATE, pgUrl } from './engine.js';
 
+const PG_OPTIONS = { poolSize: 10, connectTimeoutMs: 5000, statementTimeoutMs: 30_000 };
+
 export interface TestDb extends Db {
   /** Database name on PostgreSQL (for a second connection in tests); undefined on PGlite. */
   readonly name?: string;
@@ -37,7 +39,7 @@ export async function freshDb(): Promise<TestDb> {
   }
   const name = `fabric_test_${randomBytes(6).toString('hex')}`;
   await adminQuery(`CREATE DATABASE ${name} TEMPLATE ${PG_TEMPLATE_DB}`);
-  const db = await openPostgres({ url: pgUrl(name), poolSize: 10 });
+  const db = await openPostgres({ url: pgUrl(name), ...PG_OPTIONS });
   return {
     ...db,
     name,
@@ -61,7 +63,7 @@ export async function buildTemplate(): Promise<void> {
   }
   await adminQuery(`DROP DATABASE IF EXISTS ${PG_TEMPLATE_DB} WITH (FORCE)`);
   await adminQuery(`CREATE DATABASE ${PG_TEMPLATE_DB}`);
-  const db = await openPostgres({ url: pgUrl(PG_TEMPLATE_DB), poolSize: 1 });
+  const db = await openPostgres({ url: pgUrl(PG_TEMPLATE_DB), ...PG_OPTIONS, poolSize: 1 });
   await migrate(db);
   await ensureDefaultTenant(db);
   await db.close();
