@@ -14,6 +14,21 @@ export default tseslint.config(
     },
   },
   {
+    // isolation-runtime-prd §3.3: every multi-table write goes through withTransaction(), which
+    // logs and counts rollbacks. Opening a transaction any other way is refused here.
+    files: ['src/**/*.ts', 'test/**/*.ts'],
+    ignores: ['src/db/**'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector: "CallExpression[callee.property.name='transaction']",
+          message: 'Use withTransaction() from src/db: it logs every ROLLBACK with its stack and counts it (FR-07, FR-09).',
+        },
+      ],
+    },
+  },
+  {
     // The CLI and scripts talk to people on stdout/stderr on purpose.
     files: ['src/cli/**', 'scripts/**', 'bin/**', 'bench/**', 'test/**', 'src/**/*.test.ts'],
     rules: { 'no-console': 'off' },

@@ -146,3 +146,20 @@ describe(`provisioning is one transaction (${ENGINE})`, () => {
     }
   });
 });
+
+describe(`history rows cannot point across tenants (${ENGINE})`, () => {
+  let t: TestApp;
+  before(async () => (t = await startTestApp()));
+  after(async () => t.close());
+
+  it('a ledger entry or event naming an agent of another tenant is refused by the database', async () => {
+    const res = await t.app.inject({ method: 'POST', url: '/api/agents/provision', headers: await t.auth('admin'), payload: { name: 'a', model: 'm' } });
+    const agentId = res.json().agent.id;
+    await t.db.query("INSERT INTO tenants (id, name) VALUES ('other', 'Other')");
+    await assert.rejects(t.db.query("INSERT INTO ledger_entries (tenant_id, agent_id, entry_type) VALUES ('other', $1, 'usage')", [agentId]), (e: { code?: string }) => e.code === '23503');
+    await assert.rejects(
+      t.db.query("INSERT INTO system_events (tenant_id, agent_id, event_type, subject_type, subject_id) VALUES ('other', $1, 'x', 'agent', $2)", [agentId, agentId]),
+      (e: { code?: string }) => e.code === '23503',
+    );
+  });
+});

@@ -1,4 +1,4 @@
-import type { Queryable } from '../db/index.js';
+import type { Tx } from '../db/index.js';
 import { currentContext } from '../telemetry/index.js';
 
 export interface LedgerEntry {
@@ -12,7 +12,7 @@ export interface LedgerEntry {
 }
 
 /** Appends one immutable ledger row inside the caller's transaction (US-10). */
-export async function recordLedgerEntry(tx: Queryable, entry: LedgerEntry): Promise<number> {
+export async function recordLedgerEntry(tx: Tx, entry: LedgerEntry): Promise<number> {
   const r = await tx.query<{ id: number }>(
     `INSERT INTO ledger_entries (tenant_id, agent_id, entry_type, tokens, cost_usd, details, request_id)
      VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { QuotaDefaults } from '../config/index.js';
-import type { Queryable } from '../db/index.js';
+import type { Queryable, Tx } from '../db/index.js';
 
 export const OveragePolicy = z.enum(['block', 'alert_only', 'allow']);
 
@@ -73,7 +73,7 @@ function toQuota(row: QuotaRow): AgentQuota {
 
 /** Creates an agent's quota row (FR-14), limits from `input` over the configured defaults. */
 export async function createAgentQuota(
-  tx: Queryable,
+  tx: Tx,
   tenantId: string,
   agentId: string,
   defaults: QuotaDefaults,

@@ -3,7 +3,7 @@ import { openPostgres } from './postgres.js';
 import type { FabricConfig } from '../config/index.js';
 import type { Db } from './types.js';
 
-export type { Db, DbEngine, Queryable, QueryResult } from './types.js';
+export type { Db, DbEngine, Queryable, QueryResult, Tx } from './types.js';
 export { withTransaction, type TransactionOptions } from './transaction.js';
 export { migrate, pendingMigrations, loadMigrations, MIGRATIONS_DIR, type Migration, type MigrateResult } from './migrate.js';
 export { openPglite, type PgliteOptions } from './pglite.js';

@@ -1,5 +1,6 @@
 import { logger, transactionsTotal } from '../telemetry/index.js';
-import type { Db, Queryable } from './types.js';
+import { coerceError } from '../errors/index.js';
+import type { Db, Tx } from './types.js';
 
 export interface TransactionOptions {
   /** What the transaction does, for the rollback log line (e.g. "provision agent"). */
@@ -11,14 +12,15 @@ export interface TransactionOptions {
  * Every rollback is logged with the error and its stack (FR-09) and counted in
  * `agent_fabric_transactions_total{outcome="rollback"}`.
  */
-export async function withTransaction<T>(db: Db, fn: (tx: Queryable) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+export async function withTransaction<T>(db: Db, fn: (tx: Tx) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
   try {
-    const result = await db.transaction(fn);
+     
+    const result = await db.transaction((tx) => fn(tx as Tx));
     transactionsTotal.inc({ outcome: 'commit' });
     return result;
   } catch (err) {
     transactionsTotal.inc({ outcome: 'rollback' });
-    const error = err instanceof Error ? err : new Error(String(err), { cause: err });
+    const error = coerceError(err);
     logger().warn(
       { err: error, transaction: options.name ?? 'unnamed', stack: error.stack },
       `ROLLBACK: transaction "${options.name ?? 'unnamed'}" rolled back: ${error.message}`,

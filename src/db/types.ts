@@ -11,6 +11,13 @@ export interface Queryable {
   exec(script: string): Promise<void>;
 }
 
+declare const txBrand: unique symbol;
+/**
+ * An open transaction. Only `withTransaction()` hands one out, so a function that writes
+ * several tables (and takes a `Tx`) cannot be called outside one (FR-07).
+ */
+export type Tx = Queryable & { readonly [txBrand]: true };
+
 export type DbEngine = 'pglite' | 'postgres';
 
 /**

@@ -1,4 +1,4 @@
-import type { Queryable } from '../db/index.js';
+import type { Tx } from '../db/index.js';
 import { currentContext } from '../telemetry/index.js';
 
 /** One state change, persisted in `system_events`. */
@@ -13,7 +13,7 @@ export interface SystemEvent {
 }
 
 /** Records a state change inside the caller's transaction; returns the event id. */
-export async function recordEvent(tx: Queryable, event: SystemEvent): Promise<number> {
+export async function recordEvent(tx: Tx, event: SystemEvent): Promise<number> {
   const r = await tx.query<{ id: number }>(
     `INSERT INTO system_events (tenant_id, agent_id, event_type, subject_type, subject_id, data, request_id)
      VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
-import { withTransaction, type Db, type Queryable } from '../db/index.js';
+import { withTransaction, type Db, type Queryable, type Tx } from '../db/index.js';
 import { badRequest, FabricError } from '../errors/index.js';
 import { principalOf } from './auth.js';
 
@@ -48,7 +48,7 @@ export async function createOnce<T>(
   db: Db,
   ttlSeconds: number,
   name: string,
-  work: (tx: Queryable) => Promise<Created<T>>,
+  work: (tx: Tx) => Promise<Created<T>>,
   options: { bodyField?: string } = {},
 ): Promise<Created<T>> {
   const key = keyOf(req, options.bodyField);

@@ -1,5 +1,5 @@
 import { recordAudit, type AuditActor } from '../audit/index.js';
-import { decodeCursor, encodeCursor, type Queryable } from '../db/index.js';
+import { decodeCursor, encodeCursor, type Queryable, type Tx } from '../db/index.js';
 import { conflict, notFound } from '../errors/index.js';
 import { recordEvent } from '../events/index.js';
 import type { Agent, UpdateAgentBody } from './schemas.js';
@@ -82,7 +82,7 @@ export async function listAgents(q: Queryable, tenantId: string, opts: ListAgent
 }
 
 /** Applies a partial update; returns the agent after it. Audited. */
-export async function updateAgent(tx: Queryable, actor: AuditActor, tenantId: string, id: string, patch: UpdateAgentBody): Promise<Agent> {
+export async function updateAgent(tx: Tx, actor: AuditActor, tenantId: string, id: string, patch: UpdateAgentBody): Promise<Agent> {
   const before = await getAgent(tx, tenantId, id, { forUpdate: true });
   const config = {
     model: patch.model ?? before.model,
@@ -126,7 +126,7 @@ function jsonOrNull(value: unknown): string | null {
 }
 
 /** Soft-deletes an agent: it disappears from reads, its name is free again, its history stays. Audited. */
-export async function deleteAgent(tx: Queryable, actor: AuditActor, tenantId: string, id: string): Promise<Agent> {
+export async function deleteAgent(tx: Tx, actor: AuditActor, tenantId: string, id: string): Promise<Agent> {
   const before = await getAgent(tx, tenantId, id, { forUpdate: true });
   const r = await tx.query<AgentRow>(
     `UPDATE agents SET status = 'deleted', deleted_at = now(), updated_at = now()

@@ -1,7 +1,7 @@
 import { recordAudit, type AuditActor } from '../audit/index.js';
 import { createAgentQuota, recordLedgerEntry, type AgentQuota } from '../budget/index.js';
 import type { QuotaDefaults } from '../config/index.js';
-import type { Queryable } from '../db/index.js';
+import type { Queryable, Tx } from '../db/index.js';
 import { recordEvent } from '../events/index.js';
 import { nameTaken, toAgent, type AgentRow } from './agents.js';
 import type { Agent, ProvisionAgentBody } from './schemas.js';
@@ -21,7 +21,7 @@ export interface ProvisionOptions {
  * all on `tx` — run it inside `withTransaction` so a failure at any step leaves no rows (US-09).
  */
 export async function provisionAgent(
-  tx: Queryable,
+  tx: Tx,
   actor: AuditActor,
   tenantId: string,
   body: ProvisionAgentBody,

@@ -1,6 +1,6 @@
 import type { z } from 'zod';
 import { recordAudit, type AuditActor } from '../audit/index.js';
-import { withTransaction, type Db, type Queryable } from '../db/index.js';
+import { withTransaction, type Db, type Queryable, type Tx } from '../db/index.js';
 import { conflict, notFound } from '../errors/index.js';
 import { recordEvent } from '../events/index.js';
 import type { CreateUserBody, Tenant, User, Workspace } from './schemas.js';
@@ -23,7 +23,7 @@ const toTenant = (r: TenantRow): TenantOut => ({ id: r.id, name: r.name, created
 const toWorkspace = (r: WorkspaceRow): WorkspaceOut => ({ id: r.id, tenant_id: r.tenant_id, name: r.name, created_at: iso(r.created_at) });
 const toUser = (r: UserRow): UserOut => ({ id: r.id, tenant_id: r.tenant_id, email: r.email, name: r.name, role: r.role, created_at: iso(r.created_at) });
 
-async function insertTenant(tx: Queryable, id: string, name: string): Promise<TenantOut | undefined> {
+async function insertTenant(tx: Tx, id: string, name: string): Promise<TenantOut | undefined> {
   const r = await tx.query<TenantRow>(
     'INSERT INTO tenants (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING RETURNING id, name, created_at',
     [id, name],
@@ -40,7 +40,7 @@ export async function ensureDefaultTenant(db: Db): Promise<void> {
 }
 
 /** Creates a tenant with its default workspace; 409 if the id is taken. */
-export async function createTenant(tx: Queryable, actor: AuditActor, id: string, name: string): Promise<TenantOut> {
+export async function createTenant(tx: Tx, actor: AuditActor, id: string, name: string): Promise<TenantOut> {
   const tenant = await insertTenant(tx, id, name);
   if (!tenant) throw conflict('tenant_exists', `A tenant with id "${id}" already exists; choose another id.`);
   await recordAudit(tx, { tenantId: id, actor, action: 'tenant.create', targetType: 'tenant', targetId: id, after: tenant });
@@ -72,7 +72,7 @@ export async function resolveWorkspace(q: Queryable, tenantId: string, id?: stri
   return toWorkspace(r.rows[0]);
 }
 
-export async function createWorkspace(tx: Queryable, actor: AuditActor, tenantId: string, name: string): Promise<WorkspaceOut> {
+export async function createWorkspace(tx: Tx, actor: AuditActor, tenantId: string, name: string): Promise<WorkspaceOut> {
   const r = await tx.query<WorkspaceRow>(
     'INSERT INTO workspaces (tenant_id, name) VALUES ($1, $2) ON CONFLICT (tenant_id, name) DO NOTHING RETURNING *',
     [tenantId, name],
@@ -96,7 +96,7 @@ export async function getUser(q: Queryable, tenantId: string, id: string): Promi
   return toUser(r.rows[0]);
 }
 
-export async function createUser(tx: Queryable, actor: AuditActor, tenantId: string, body: z.infer<typeof CreateUserBody>): Promise<UserOut> {
+export async function createUser(tx: Tx, actor: AuditActor, tenantId: string, body: z.infer<typeof CreateUserBody>): Promise<UserOut> {
   const r = await tx.query<UserRow>(
     `INSERT INTO users (tenant_id, email, name, role) VALUES ($1, lower($2), $3, $4)
      ON CONFLICT (tenant_id, email) DO NOTHING RETURNING *`,
