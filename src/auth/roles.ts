@@ -5,6 +5,13 @@ export const ROLES = ['platform_admin', 'admin', 'operator', 'member', 'viewer',
 export const Role = z.enum(ROLES);
 export type Role = z.infer<typeof Role>;
 
+/** Tenant ids: 1–63 lowercase letters, digits and dashes (the same rule as the tenants table's CHECK). */
+export const TENANT_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+export const TenantId = z.string().regex(TENANT_ID_PATTERN, 'use 1–63 lowercase letters, digits and dashes, starting with a letter or digit');
+
+/** The tenant that exists after first start, and that tokens name by default. */
+export const DEFAULT_TENANT_ID = 'default';
+
 /** Who is calling, from a verified token. */
 export interface Principal {
   sub: string;

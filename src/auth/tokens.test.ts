@@ -60,6 +60,20 @@ describe('JWT tokens', () => {
     });
     after(() => server.close());
 
+    it('with a secret as well, accepts both the secret\'s HS256 tokens and the provider\'s', async () => {
+      const both = createTokenVerifier({ jwksUrl, secret: opts.secret, issuer: 'agent-fabric', audience: 'agent-fabric' });
+      const hs = await mintToken(opts, { sub: 'svc', role: 'operator', tenant: 'default' });
+      assert.equal((await both(hs)).sub, 'svc');
+      const rs = await new SignJWT({ role: 'viewer', tenant: 'default' }).setProtectedHeader({ alg: 'RS256', kid: 'k1' }).setSubject('u').setIssuer('agent-fabric').setAudience('agent-fabric').setExpirationTime('5m').sign(privateKey);
+      assert.equal((await both(rs)).role, 'viewer');
+    });
+
+    it('an unreachable identity provider is a 503, not the caller\'s fault', async () => {
+      const down = createTokenVerifier({ jwksUrl: 'http://127.0.0.1:1/jwks.json', issuer: 'agent-fabric', audience: 'agent-fabric' });
+      const rs = await new SignJWT({ role: 'viewer', tenant: 'default' }).setProtectedHeader({ alg: 'RS256', kid: 'k1' }).setSubject('u').setIssuer('agent-fabric').setAudience('agent-fabric').setExpirationTime('5m').sign(privateKey);
+      await assert.rejects(down(rs), (err: unknown) => err instanceof FabricError && err.status === 503 && err.code === 'identity_provider_unavailable');
+    });
+
     it('verifies RS256 tokens against the JWKS and refuses HS256 ones', async () => {
       const v = createTokenVerifier({ jwksUrl, issuer: 'https://idp.example', audience: 'agent-fabric' });
       const token = await new SignJWT({ role: 'operator', tenant: 'default' })

@@ -1,8 +1,7 @@
 import { createRemoteJWKSet, errors as joseErrors, jwtVerify, SignJWT, type JWTVerifyGetKey } from 'jose';
 import { z } from 'zod';
-import type { FabricError} from '../errors/index.js';
-import { unauthorized } from '../errors/index.js';
-import { Role, type Principal } from './roles.js';
+import { FabricError, unauthorized } from '../errors/index.js';
+import { Role, TenantId, type Principal } from './roles.js';
 
 export interface TokenOptions {
   /** HS256 secret (≥ 32 chars). Either this or `jwksUrl`. */
@@ -12,8 +11,6 @@ export interface TokenOptions {
   issuer: string;
   audience: string;
 }
-
-const TenantId = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/);
 
 const Claims = z.object({
   // eslint-disable-next-line no-control-regex -- refusing control characters is the point
@@ -59,27 +56,26 @@ export async function mintToken(options: TokenOptions, input: MintInput): Promis
 /** Verifies bearer tokens; throws a 401 FabricError with a specific code when one is not acceptable. */
 export type TokenVerifier = (token: string) => Promise<Principal & { claims: Record<string, unknown> }>;
 
+const ASYMMETRIC = ['RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384', 'EdDSA'];
+
+/**
+ * HS256 tokens verify with the secret, asymmetric ones with the JWKS; both may be configured
+ * (service tokens minted locally beside an identity provider's user tokens).
+ */
 export function createTokenVerifier(options: TokenOptions): TokenVerifier {
-  let key: Uint8Array | JWTVerifyGetKey;
-  let algorithms: string[];
-  if (options.jwksUrl) {
-    key = createRemoteJWKSet(new URL(options.jwksUrl));
-    algorithms = ['RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384', 'EdDSA'];
-  } else if (options.secret) {
-    key = new TextEncoder().encode(options.secret);
-    algorithms = ['HS256'];
-  } else {
-    throw new Error('token verification needs FABRIC_JWT_SECRET or FABRIC_JWKS_URL');
-  }
+  const secret = options.secret ? new TextEncoder().encode(options.secret) : undefined;
+  const jwks = options.jwksUrl ? createRemoteJWKSet(new URL(options.jwksUrl)) : undefined;
+  if (!secret && !jwks) throw new Error('token verification needs FABRIC_JWT_SECRET or FABRIC_JWKS_URL');
+  const algorithms = [...(secret ? ['HS256'] : []), ...(jwks ? ASYMMETRIC : [])];
+  const key: JWTVerifyGetKey = (header, token) => {
+    if (header.alg === 'HS256' && secret) return secret;
+    if (jwks) return jwks(header, token);
+    throw new joseErrors.JOSEAlgNotAllowed('no key for this algorithm');
+  };
   return async (token) => {
     let payload: Record<string, unknown>;
     try {
-      const verified = await jwtVerify(token, key as Uint8Array, {
-        algorithms,
-        issuer: options.issuer,
-        audience: options.audience,
-        requiredClaims: ['sub', 'exp'],
-      });
+      const verified = await jwtVerify(token, key, { algorithms, issuer: options.issuer, audience: options.audience, requiredClaims: ['sub', 'exp'] });
       payload = verified.payload;
     } catch (err) {
       throw verificationError(err);
@@ -100,7 +96,9 @@ function verificationError(err: unknown): FabricError {
     return unauthorized('invalid_token', 'The token signature does not verify: it was signed with another key.');
   if (err instanceof joseErrors.JOSEAlgNotAllowed)
     return unauthorized('invalid_token', 'The token uses a signing algorithm this server does not accept.');
-  if (err instanceof joseErrors.JWKSNoMatchingKey || err instanceof joseErrors.JWKSTimeout || err instanceof joseErrors.JWKSInvalid)
-    return unauthorized('invalid_token', 'No key of the identity provider matches the token.');
+  if (err instanceof joseErrors.JWKSNoMatchingKey) return unauthorized('invalid_token', 'No key of the identity provider matches the token.');
+  // The identity provider could not be asked (timeout, network, bad JWKS): not the caller's fault.
+  if (err instanceof joseErrors.JWKSTimeout || err instanceof joseErrors.JWKSInvalid || !(err instanceof joseErrors.JOSEError))
+    return new FabricError(503, 'identity_provider_unavailable', 'The identity provider\'s keys (FABRIC_JWKS_URL) could not be fetched; retry shortly.', { retry_after_seconds: 5 });
   return unauthorized('invalid_token', 'The bearer token is malformed; send "Authorization: Bearer <jwt>".');
 }

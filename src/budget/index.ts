@@ -1,2 +1,2 @@
-export { createAgentQuota, getAgentQuota, AgentQuota, QuotaLimitsInput, OveragePolicy } from './quotas.js';
+export { createAgentQuota, AgentQuota, QuotaLimitsInput, OveragePolicy } from './quotas.js';
 export { recordLedgerEntry, type LedgerEntry } from './ledger.js';

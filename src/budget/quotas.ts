@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { QuotaDefaults } from '../config/index.js';
-import type { Queryable, Tx } from '../db/index.js';
+import type { Tx } from '../db/index.js';
 
 export const OveragePolicy = z.enum(['block', 'alert_only', 'allow']);
 
@@ -94,10 +94,4 @@ export async function createAgentQuota(
     ],
   );
   return toQuota(r.rows[0]!);
-}
-
-/** An agent's quota, scoped by tenant; undefined when there is none. */
-export async function getAgentQuota(q: Queryable, tenantId: string, agentId: string): Promise<AgentQuota | undefined> {
-  const r = await q.query<QuotaRow>('SELECT * FROM agent_quotas WHERE tenant_id = $1 AND agent_id = $2', [tenantId, agentId]);
-  return r.rows[0] ? toQuota(r.rows[0]) : undefined;
 }

@@ -1,4 +1,4 @@
-import { mintToken, parseTtl, readDevSecret, Role } from '../auth/index.js';
+import { DEFAULT_TENANT_ID, mintToken, parseTtl, readDevSecret, Role, TENANT_ID_PATTERN } from '../auth/index.js';
 import { loadConfig } from '../config/index.js';
 import { parseFlags, UsageError } from './args.js';
 import { TOKEN_HELP } from './help.js';
@@ -24,8 +24,8 @@ export async function runToken(argv: string[]): Promise<void> {
     throw new UsageError((err as Error).message);
   }
   if (seconds <= 0) throw new UsageError('--ttl must be longer than 0 seconds');
-  const tenant = (flags.tenant as string | undefined) ?? 'default';
-  if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(tenant)) throw new UsageError(`--tenant "${tenant}" is not a tenant id: 1–63 lowercase letters, digits and dashes`);
+  const tenant = (flags.tenant as string | undefined) ?? DEFAULT_TENANT_ID;
+  if (!TENANT_ID_PATTERN.test(tenant)) throw new UsageError(`--tenant "${tenant}" is not a tenant id: 1–63 lowercase letters, digits and dashes`);
   const sub = (flags.sub as string | undefined) ?? `cli-${role.data}`;
   if (sub.length > 200) throw new UsageError('--sub is at most 200 characters');
   const config = loadConfig(process.env, { dataDir: flags['data-dir'] as string | undefined });

@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify';
-import { hasRole, type Principal, type Role } from '../auth/index.js';
+import { hasRole, TENANT_ID_PATTERN, type Principal, type Role } from '../auth/index.js';
 import type { Queryable } from '../db/index.js';
+import { findTenant } from '../tenancy/index.js';
 import { forbidden, unauthorized } from '../errors/index.js';
 import { addToContext } from '../telemetry/index.js';
 import type { App, AppDeps } from './types.js';
@@ -14,8 +15,7 @@ function tenantCache(db: Queryable, ttlMs = 30_000, max = 10_000) {
   return async (tenantId: string): Promise<boolean> => {
     const until = seen.get(tenantId);
     if (until && until > Date.now()) return true;
-    const r = await db.query('SELECT 1 FROM tenants WHERE id = $1 AND deleted_at IS NULL', [tenantId]);
-    if (r.rows.length === 0) return false;
+    if (!(await findTenant(db, tenantId))) return false;
     if (seen.size >= max) seen.clear();
     seen.set(tenantId, Date.now() + ttlMs);
     return true;
@@ -46,7 +46,7 @@ export function registerAuth(app: App, deps: AppDeps): void {
     const override = req.headers[TENANT_HEADER];
     if (override !== undefined) {
       if (principal.role !== 'platform_admin') throw forbidden(`Only a platform_admin may choose the tenant with ${TENANT_HEADER}; drop the header.`);
-      if (typeof override !== 'string' || !/^[a-z0-9][a-z0-9-]{0,62}$/.test(override))
+      if (typeof override !== 'string' || !TENANT_ID_PATTERN.test(override))
         throw unauthorized('invalid_tenant', `${TENANT_HEADER} must be a tenant id (lowercase letters, digits, dashes).`);
       principal.tenantId = override;
     }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
+import { z } from 'zod';
 import { withTransaction, type Db, type Queryable, type Tx } from '../db/index.js';
 import { badRequest, FabricError } from '../errors/index.js';
 import { principalOf } from './auth.js';
@@ -20,12 +21,15 @@ function canonicalJson(value: unknown): string {
   return JSON.stringify(value) ?? 'null';
 }
 
-/** The idempotency key of a request: the `Idempotency-Key` header, or a body field where the API names one. */
-function keyOf(req: FastifyRequest, bodyField?: string): string | undefined {
-  const header = req.headers['idempotency-key'];
-  const fromBody = bodyField ? (req.body as Record<string, unknown> | undefined)?.[bodyField] : undefined;
-  const key = typeof header === 'string' ? header : typeof fromBody === 'string' ? fromBody : undefined;
-  if (header !== undefined && typeof header !== 'string') throw badRequest('invalid_idempotency_key', 'Send one Idempotency-Key header.');
+/** Documents the header on every create route. */
+export const IdempotencyHeaders = z.looseObject({
+  'idempotency-key': z.string().optional().describe('1–255 printable ASCII characters; replays the first response for 24 h instead of creating twice'),
+});
+
+/** The request's `Idempotency-Key` header, validated. */
+function keyOf(req: FastifyRequest): string | undefined {
+  const key = req.headers['idempotency-key'];
+  if (key !== undefined && typeof key !== 'string') throw badRequest('invalid_idempotency_key', 'Send one Idempotency-Key header.');
   if (key !== undefined && !/^[\x21-\x7e]{1,255}$/.test(key))
     throw badRequest('invalid_idempotency_key', 'An idempotency key is 1–255 printable ASCII characters without spaces.');
   return key;
@@ -42,6 +46,7 @@ interface StoredRow {
  * record commits in the SAME transaction as the rows the create writes, so a failed create
  * leaves no key behind and a concurrent duplicate waits on the key's unique index, then
  * replays the first response with 200. Without a key, `work` simply runs in a transaction.
+ * (The tasks issue adds the `idempotency_key` body field its documents name.)
  */
 export async function createOnce<T>(
   req: FastifyRequest,
@@ -49,12 +54,13 @@ export async function createOnce<T>(
   ttlSeconds: number,
   name: string,
   work: (tx: Tx) => Promise<Created<T>>,
-  options: { bodyField?: string } = {},
 ): Promise<Created<T>> {
-  const key = keyOf(req, options.bodyField);
+  const key = keyOf(req);
   if (key === undefined) return withTransaction(db, work, { name });
   const tenantId = principalOf(req).tenantId;
-  const hash = createHash('sha256').update(`${req.method} ${req.url}\n${canonicalJson(req.body ?? null)}`).digest('hex');
+  // The matched route and its params, not the raw URL, so /%61pi/x and /api/x are one request.
+  const target = `${req.method} ${req.routeOptions.url} ${canonicalJson(req.params ?? null)}`;
+  const hash = createHash('sha256').update(`${target}\n${canonicalJson(req.body ?? null)}`).digest('hex');
   return withTransaction(
     db,
     async (tx) => {
@@ -67,7 +73,7 @@ export async function createOnce<T>(
                status_code = 0, response = 'null', created_at = now(), expires_at = EXCLUDED.expires_at
            WHERE idempotency_keys.expires_at <= now()
          RETURNING 1`,
-        [tenantId, key, hash, req.method, req.url.slice(0, 2048), ttlSeconds],
+        [tenantId, key, hash, req.method, req.routeOptions.url ?? '', ttlSeconds],
       );
       if (claimed.rows.length === 0) {
         const prior = await tx.query<StoredRow>('SELECT request_hash, status_code, response FROM idempotency_keys WHERE tenant_id = $1 AND key = $2', [tenantId, key]);

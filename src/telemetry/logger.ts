@@ -40,7 +40,10 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   );
 }
 
-let root: Logger = createLogger({ level: process.env.FABRIC_LOG_LEVEL ?? 'info' });
+// Until start-up applies the validated config, honour FABRIC_LOG_LEVEL if it is a level at all
+// (so tests and tools can silence output); a bad value is reported by config validation.
+const early = process.env.FABRIC_LOG_LEVEL;
+let root: Logger = createLogger({ level: early && early in pino.levels.values || early === 'silent' ? early : 'info' });
 
 /** The process-wide logger every capability logs through. */
 export function logger(): Logger {

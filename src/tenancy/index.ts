@@ -1,8 +1,8 @@
 export * from './schemas.js';
 export { getAgent, listAgents, updateAgent, deleteAgent, toAgent, type AgentRow, type ListAgentsOptions } from './agents.js';
 export { provisionAgent, type ProvisionOptions } from './provision.js';
+export { DEFAULT_TENANT_ID } from '../auth/index.js';
 export {
-  DEFAULT_TENANT_ID,
   DEFAULT_WORKSPACE_NAME,
   ensureDefaultTenant,
   createTenant,

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { TenantId } from '../auth/index.js';
 import { QuotaLimitsInput } from '../budget/index.js';
 
 const Name = z
@@ -126,10 +127,6 @@ export const ListAgentsQuery = z
     cursor: z.string().max(200).optional(),
   })
   .strict();
-
-export const TenantId = z
-  .string()
-  .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'use 1–63 lowercase letters, digits and dashes, starting with a letter or digit');
 
 export const Tenant = z.object({ id: z.string(), name: z.string(), created_at: z.string() });
 export const CreateTenantBody = z.object({ id: TenantId, name: z.string().min(1).max(200) }).strict();

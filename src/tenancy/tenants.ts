@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import { recordAudit, type AuditActor } from '../audit/index.js';
+import { DEFAULT_TENANT_ID } from '../auth/index.js';
 import { withTransaction, type Db, type Queryable, type Tx } from '../db/index.js';
 import { conflict, notFound } from '../errors/index.js';
 import { recordEvent } from '../events/index.js';
@@ -9,8 +10,7 @@ type TenantOut = z.infer<typeof Tenant>;
 type WorkspaceOut = z.infer<typeof Workspace>;
 type UserOut = z.infer<typeof User>;
 
-/** The tenant that exists after first start, and the workspace every tenant starts with. */
-export const DEFAULT_TENANT_ID = 'default';
+/** The workspace every tenant starts with. */
 export const DEFAULT_WORKSPACE_NAME = 'default';
 
 const iso = (d: Date) => d.toISOString();

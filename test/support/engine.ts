@@ -5,7 +5,7 @@ export const ENGINE: 'pglite' | 'postgres' = process.env.FABRIC_TEST_ENGINE === 
 export const PG_ADMIN_URL = process.env.FABRIC_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
 /** Name of the migrated template database the PostgreSQL suite clones per test file. */
-export const PG_TEMPLATE_DB = 'fabric_test_template';
+export const PG_TEMPLATE_DB = process.env.FABRIC_TEST_PG_TEMPLATE ?? 'fabric_test_template';
 
 /** Tarball of a migrated PGlite data dir the PGlite suite loads per test. */
 export const PGLITE_TEMPLATE = process.env.FABRIC_TEST_PGLITE_TEMPLATE;

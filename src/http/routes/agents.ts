@@ -16,15 +16,12 @@ import {
 } from '../../tenancy/index.js';
 import { requireRole, requireSelfOrRole } from '../auth.js';
 import { errorResponses } from '../errors.js';
-import { createOnce } from '../idempotency.js';
+import { createOnce, IdempotencyHeaders } from '../idempotency.js';
 import type { App, AppDeps } from '../types.js';
 
 const AgentParams = z.object({ id: z.uuid('agent ids are UUIDs') }).strict();
 const AgentEnvelope = z.object({ agent: Agent });
 const Provisioned = z.object({ agent: Agent, quota: AgentQuota });
-const IdempotencyHeaders = z.looseObject({
-  'idempotency-key': z.string().max(255).optional().describe('replays the first response for 24 h instead of creating twice'),
-});
 const tags = ['agents'];
 const security = [{ bearerAuth: [] }];
 

@@ -19,7 +19,7 @@ import {
 } from '../../tenancy/index.js';
 import { principalOf, requireRole } from '../auth.js';
 import { errorResponses } from '../errors.js';
-import { createOnce } from '../idempotency.js';
+import { createOnce, IdempotencyHeaders } from '../idempotency.js';
 import type { App, AppDeps } from '../types.js';
 
 const security = [{ bearerAuth: [] }];
@@ -47,6 +47,7 @@ export function tenancyRoutes(app: App, deps: AppDeps): void {
         tags: ['tenants'],
         security,
         summary: 'Create a tenant with its default workspace (platform_admin)',
+        headers: IdempotencyHeaders,
         body: CreateTenantBody,
         response: { 201: TenantEnvelope, 200: TenantEnvelope, ...errorResponses },
       },
@@ -88,6 +89,7 @@ export function tenancyRoutes(app: App, deps: AppDeps): void {
         tags: ['workspaces'],
         security,
         summary: 'Create a workspace (admin)',
+        headers: IdempotencyHeaders,
         body: CreateWorkspaceBody,
         response: { 201: WorkspaceEnvelope, 200: WorkspaceEnvelope, ...errorResponses },
       },
@@ -131,7 +133,7 @@ export function tenancyRoutes(app: App, deps: AppDeps): void {
   app.post(
     '/api/users',
     {
-      schema: { tags: ['users'], security, summary: 'Create a user with a role (admin)', body: CreateUserBody, response: { 201: UserEnvelope, 200: UserEnvelope, ...errorResponses } },
+      schema: { tags: ['users'], security, summary: 'Create a user with a role (admin)', headers: IdempotencyHeaders, body: CreateUserBody, response: { 201: UserEnvelope, 200: UserEnvelope, ...errorResponses } },
     },
     async (req, reply) => {
       const actor = requireRole(req, ['admin'], 'create users');
