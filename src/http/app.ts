@@ -43,6 +43,8 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
       const error = tooLong
         ? new FabricError(414, 'uri_too_long', 'A path segment is longer than 200 characters; ids are shorter than that.')
         : new FabricError(400, 'invalid_url', 'The URL is not valid (broken percent-encoding?); encode path segments properly.');
+      httpRequestsTotal.inc({ method: req.method, route: 'unmatched', status: String(error.status) });
+      logger().info({ method: req.method, route: 'unmatched', status: error.status, code: error.code, request_id: req.id }, 'request');
       handleError(error, req as FastifyRequest, reply as FastifyReply);
     },
     ajv: { customOptions: { removeAdditional: false } },
