@@ -16,8 +16,8 @@ import {
 } from '../../tenancy/index.js';
 import { requireRole, requireSelfOrRole } from '../auth.js';
 import { errorResponses } from '../errors.js';
-import { createOnce, IdempotencyHeaders } from '../idempotency.js';
 import type { App, AppDeps } from '../types.js';
+import { createRoute } from './create.js';
 
 const AgentParams = z.object({ id: z.uuid('agent ids are UUIDs') }).strict();
 const AgentEnvelope = z.object({ agent: Agent });
@@ -27,27 +27,17 @@ const security = [{ bearerAuth: [] }];
 
 /** Agent provisioning and management (isolation-runtime-prd §3.3). */
 export function agentRoutes(app: App, deps: AppDeps, provision: Partial<ProvisionOptions> = {}): void {
-  app.post(
-    '/api/agents/provision',
-    {
-      schema: {
-        tags,
-        security,
-        summary: 'Provision an agent with its quota, ledger entry and event in one transaction',
-        headers: IdempotencyHeaders,
-        body: ProvisionAgentBody,
-        response: { 201: Provisioned, 200: Provisioned, ...errorResponses },
-      },
-    },
-    async (req, reply) => {
-      const actor = requireRole(req, MANAGERS, 'provision agents');
-      const { status, body } = await createOnce(req, deps.db, deps.config.idempotencyTtlSeconds, 'provision agent', async (tx) => ({
-        status: 201,
-        body: await provisionAgent(tx, actor, actor.tenantId, req.body, { quotaDefaults: deps.config.quotaDefaults, ...provision }),
-      }));
-      return reply.code(status).send(body);
-    },
-  );
+  createRoute(app, deps, {
+    url: '/api/agents/provision',
+    tags,
+    summary: 'Provision an agent with its quota, ledger entry and event in one transaction',
+    body: ProvisionAgentBody,
+    response: Provisioned,
+    roles: MANAGERS,
+    doing: 'provision agents',
+    name: 'provision agent',
+    create: (tx, actor, body) => provisionAgent(tx, actor, actor.tenantId, body, { quotaDefaults: deps.config.quotaDefaults, ...provision }),
+  });
 
   app.get(
     '/api/agents',

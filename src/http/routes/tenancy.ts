@@ -19,8 +19,8 @@ import {
 } from '../../tenancy/index.js';
 import { principalOf, requireRole } from '../auth.js';
 import { errorResponses } from '../errors.js';
-import { createOnce, IdempotencyHeaders } from '../idempotency.js';
 import type { App, AppDeps } from '../types.js';
+import { createRoute } from './create.js';
 
 const security = [{ bearerAuth: [] }];
 const TenantEnvelope = z.object({ tenant: Tenant });
@@ -29,8 +29,6 @@ const UserEnvelope = z.object({ user: User });
 
 /** Tenants (platform_admin), workspaces and users of the caller's tenant. */
 export function tenancyRoutes(app: App, deps: AppDeps): void {
-  const ttl = deps.config.idempotencyTtlSeconds;
-
   app.get(
     '/api/tenants',
     { schema: { tags: ['tenants'], security, summary: 'List tenants (platform_admin)', response: { 200: z.object({ tenants: z.array(Tenant) }), ...errorResponses } } },
@@ -40,27 +38,18 @@ export function tenancyRoutes(app: App, deps: AppDeps): void {
     },
   );
 
-  app.post(
-    '/api/tenants',
-    {
-      schema: {
-        tags: ['tenants'],
-        security,
-        summary: 'Create a tenant with its default workspace (platform_admin)',
-        headers: IdempotencyHeaders,
-        body: CreateTenantBody,
-        response: { 201: TenantEnvelope, 200: TenantEnvelope, ...errorResponses },
-      },
-    },
-    async (req, reply) => {
-      const actor = requireRole(req, [], 'create tenants');
-      const { status, body } = await createOnce(req, deps.db, ttl, 'create tenant', async (tx) => ({
-        status: 201,
-        body: { tenant: await createTenant(tx, actor, req.body.id, req.body.name) },
-      }));
-      return reply.code(status).send(body);
-    },
-  );
+  createRoute(app, deps, {
+    url: '/api/tenants',
+    tags: ['tenants'],
+    summary: 'Create a tenant with its default workspace (platform_admin)',
+    body: CreateTenantBody,
+    response: TenantEnvelope,
+    roles: [],
+    doing: 'create tenants',
+    name: 'create tenant',
+    create: async (tx, actor, body) => ({ tenant: await createTenant(tx, actor, body.id, body.name) }),
+  });
+
 
   app.get(
     '/api/tenants/current',
@@ -82,27 +71,18 @@ export function tenancyRoutes(app: App, deps: AppDeps): void {
     },
   );
 
-  app.post(
-    '/api/workspaces',
-    {
-      schema: {
-        tags: ['workspaces'],
-        security,
-        summary: 'Create a workspace (admin)',
-        headers: IdempotencyHeaders,
-        body: CreateWorkspaceBody,
-        response: { 201: WorkspaceEnvelope, 200: WorkspaceEnvelope, ...errorResponses },
-      },
-    },
-    async (req, reply) => {
-      const actor = requireRole(req, ['admin'], 'create workspaces');
-      const { status, body } = await createOnce(req, deps.db, ttl, 'create workspace', async (tx) => ({
-        status: 201,
-        body: { workspace: await createWorkspace(tx, actor, actor.tenantId, req.body.name) },
-      }));
-      return reply.code(status).send(body);
-    },
-  );
+  createRoute(app, deps, {
+    url: '/api/workspaces',
+    tags: ['workspaces'],
+    summary: 'Create a workspace (admin)',
+    body: CreateWorkspaceBody,
+    response: WorkspaceEnvelope,
+    roles: ['admin'],
+    doing: 'create workspaces',
+    name: 'create workspace',
+    create: async (tx, actor, body) => ({ workspace: await createWorkspace(tx, actor, actor.tenantId, body.name) }),
+  });
+
 
   app.get(
     '/api/users',
@@ -130,18 +110,16 @@ export function tenancyRoutes(app: App, deps: AppDeps): void {
     },
   );
 
-  app.post(
-    '/api/users',
-    {
-      schema: { tags: ['users'], security, summary: 'Create a user with a role (admin)', headers: IdempotencyHeaders, body: CreateUserBody, response: { 201: UserEnvelope, 200: UserEnvelope, ...errorResponses } },
-    },
-    async (req, reply) => {
-      const actor = requireRole(req, ['admin'], 'create users');
-      const { status, body } = await createOnce(req, deps.db, ttl, 'create user', async (tx) => ({
-        status: 201,
-        body: { user: await createUser(tx, actor, actor.tenantId, req.body) },
-      }));
-      return reply.code(status).send(body);
-    },
-  );
+  createRoute(app, deps, {
+    url: '/api/users',
+    tags: ['users'],
+    summary: 'Create a user with a role (admin)',
+    body: CreateUserBody,
+    response: UserEnvelope,
+    roles: ['admin'],
+    doing: 'create users',
+    name: 'create user',
+    create: async (tx, actor, body) => ({ user: await createUser(tx, actor, actor.tenantId, body) }),
+  });
+
 }
