@@ -113,10 +113,10 @@ console.log('\n=== summary ===');
 let pass = 0, fail = 0, skipped = 0;
 for (const r of results) {
   if (r.notRun) console.log(`${r.engine}: ${r.notRun}`);
-  else console.log(`${r.engine}: ${r.pass} passed, ${r.fail} failed, ${r.skipped} skipped${r.skippedSuites ? ` (of which ${r.skippedSuites} whole suites for the other engine)` : ''}`);
+  else console.log(`${r.engine}: ${r.pass} passed, ${r.fail} failed, ${r.skipped} skipped tests${r.skippedSuites ? `, ${r.skippedSuites} skipped suite(s) (each says why)` : ''}`);
   pass += r.pass ?? 0;
   fail += r.fail ?? 0;
-  skipped += r.skipped ?? 0;
+  skipped += (r.skipped ?? 0) + (r.skippedSuites ?? 0);
 }
 if (results.some((r) => r.notRun) && requirePostgres) {
   console.log('PostgreSQL is required here (CI=true or FABRIC_REQUIRE_POSTGRES=1): failing the run.');
