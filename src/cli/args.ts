@@ -23,3 +23,11 @@ export function portFlag(value: string | undefined): number | undefined {
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UsageError(`--port must be an integer 0–65535, got "${value}"`);
   return n;
 }
+
+/** Parses a non-negative integer flag such as --workers. */
+export function countFlag(value: string | undefined, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 64) throw new UsageError(`${name} must be an integer 0–64, got "${value}"`);
+  return n;
+}

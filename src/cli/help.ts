@@ -1,24 +1,35 @@
 // Usage texts live apart from the commands so `--help` loads no database or HTTP code.
 
-export const DEV_HELP = `agent-fabric dev [--port N] [--host H] [--data-dir DIR]
+export const DEV_HELP = `agent-fabric dev [--port N] [--host H] [--data-dir DIR] [--workers N]
 
-Runs the whole fabric in one process on the embedded database (PGlite) in the data dir
-(or on PostgreSQL when DATABASE_URL is set). Creates the data dir, a JWT secret and the
-"default" tenant on first start, and prints an admin token.
+Runs the whole fabric in one process — API, scheduler and a worker — on the embedded
+database (PGlite) in the data dir (or on PostgreSQL when DATABASE_URL is set). Creates the
+data dir, a JWT secret and the "default" tenant on first start, and prints an admin token.
 
   --port N        HTTP port (env PORT, default 8787)
   --host H        interface to bind (env FABRIC_HOST, default 127.0.0.1)
   --data-dir DIR  data directory (env FABRIC_DATA_DIR, default ./.fabric)
+  --workers N     workers in this process (default 1; each runs FABRIC_WORKER_CONCURRENCY tasks)
 
 Environment: FABRIC_JWT_SECRET, FABRIC_JWKS_URL, DATABASE_URL, FABRIC_LOG_LEVEL — see README.`;
 
-export const SERVE_HELP = `agent-fabric serve [--port N] [--host H]
+export const SERVE_HELP = `agent-fabric serve [--port N] [--host H] [--workers N]
 
-Runs the API against PostgreSQL (production shape). Needs DATABASE_URL and
-FABRIC_JWT_SECRET (≥ 32 characters) or FABRIC_JWKS_URL. Run several to scale out.
+Runs the API (and by default one worker) against PostgreSQL (production shape). Needs
+DATABASE_URL and FABRIC_JWT_SECRET (≥ 32 characters) or FABRIC_JWKS_URL. Run several to
+scale out; SIGTERM drains running tasks.
 
-  --port N   HTTP port (env PORT, default 8787)
-  --host H   interface to bind (env FABRIC_HOST, default 127.0.0.1)`;
+  --port N     HTTP port (env PORT, default 8787)
+  --host H     interface to bind (env FABRIC_HOST, default 127.0.0.1)
+  --workers N  workers in this process (default 1; 0 runs the API alone)`;
+
+export const WORKER_HELP = `agent-fabric worker [--workers N]
+
+Runs workers only (no HTTP) against PostgreSQL (DATABASE_URL): they claim tasks, run them
+and record the outcomes. Run as many processes as you need. SIGTERM stops claiming, lets
+running tasks finish for FABRIC_DRAIN_TIMEOUT_SECONDS (30), then releases the rest.
+
+  --workers N  workers in this process (default 1; each runs FABRIC_WORKER_CONCURRENCY tasks)`;
 
 export const MIGRATE_HELP = `agent-fabric migrate [--data-dir DIR]
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { UsageError } from './args.js';
-import { DEV_HELP, MIGRATE_HELP, SERVE_HELP, TOKEN_HELP } from './help.js';
+import { DEV_HELP, MIGRATE_HELP, SERVE_HELP, TOKEN_HELP, WORKER_HELP } from './help.js';
 
 const HELP = `agent-fabric — runs fleets of AI agents safely
 
@@ -8,7 +8,8 @@ Usage: agent-fabric <command> [options]
 
 Commands:
   dev       run everything in one process on the embedded database
-  serve     run the API against PostgreSQL (DATABASE_URL)
+  serve     run the API (and a worker) against PostgreSQL (DATABASE_URL)
+  worker    run workers only against PostgreSQL
   migrate   apply database migrations
   token     mint a JWT for local use
 
@@ -18,6 +19,7 @@ Run \`agent-fabric <command> --help\` for a command's options.`;
 const commands: Record<string, { run: (argv: string[]) => Promise<void>; help: string }> = {
   dev: { run: async (argv) => (await import('./run.js')).runServer(argv, 'dev'), help: DEV_HELP },
   serve: { run: async (argv) => (await import('./run.js')).runServer(argv, 'serve'), help: SERVE_HELP },
+  worker: { run: async (argv) => (await import('./run.js')).runServer(argv, 'worker'), help: WORKER_HELP },
   migrate: { run: async (argv) => (await import('./migrate.js')).runMigrate(argv), help: MIGRATE_HELP },
   token: { run: async (argv) => (await import('./token.js')).runToken(argv), help: TOKEN_HELP },
 };

@@ -1,30 +1,36 @@
 import { loadConfig, type FabricConfig } from '../config/index.js';
 import { startFabric, type FabricMode } from '../server/index.js';
-import { parseFlags, portFlag } from './args.js';
-import { DEV_HELP, SERVE_HELP } from './help.js';
+import { countFlag, parseFlags, portFlag } from './args.js';
+import { DEV_HELP, SERVE_HELP, WORKER_HELP } from './help.js';
 
 
 
-/** `dev` and `serve`: start, print where to reach it, stop cleanly on SIGINT/SIGTERM. */
+function printEndpoints(url: string): void {
+  console.log(`  API docs   ${url}/docs   (OpenAPI: ${url}/openapi.json)`);
+  console.log(`  health     ${url}/healthz  ${url}/readyz  ${url}/metrics`);
+}
+
+/** `dev`, `serve` and `worker`: start, print where to reach it, stop cleanly on SIGINT/SIGTERM. */
 export async function runServer(argv: string[], mode: FabricMode): Promise<void> {
   const flags = parseFlags(argv, {
-    port: { type: 'string' },
-    host: { type: 'string' },
+    workers: { type: 'string' },
+    ...(mode !== 'worker' ? { port: { type: 'string' }, host: { type: 'string' } } : {}),
     ...(mode === 'dev' ? { 'data-dir': { type: 'string' } } : {}),
   });
-  if (flags.help) return void console.log(mode === 'dev' ? DEV_HELP : SERVE_HELP);
+  if (flags.help) return void console.log({ dev: DEV_HELP, serve: SERVE_HELP, worker: WORKER_HELP }[mode]);
+  const workers = countFlag(flags.workers as string | undefined, '--workers') ?? 1;
   const overrides: Partial<FabricConfig> = {
     port: portFlag(flags.port as string | undefined),
     host: flags.host as string | undefined,
     dataDir: flags['data-dir'] as string | undefined,
   };
   const config = loadConfig(process.env, overrides);
-  const fabric = await startFabric(config, mode);
+  const fabric = await startFabric(config, mode, { workers });
 
-  console.log(`\nagent-fabric ${mode} is serving on ${fabric.url}`);
+  if (!fabric.url) console.log(`\nagent-fabric worker is running ${workers} worker(s) against PostgreSQL`);
+  else console.log(`\nagent-fabric ${mode} is serving on ${fabric.url} with ${workers} worker(s)`);
+  if (fabric.url) printEndpoints(fabric.url);
   console.log(`  database   ${fabric.db.engine === 'pglite' ? `embedded PGlite in ${config.dataDir} (development and single-node use)` : 'PostgreSQL (DATABASE_URL)'}`);
-  console.log(`  API docs   ${fabric.url}/docs   (OpenAPI: ${fabric.url}/openapi.json)`);
-  console.log(`  health     ${fabric.url}/healthz  ${fabric.url}/readyz  ${fabric.url}/metrics`);
   if (fabric.adminToken) {
     console.log(`\nAdmin token for tenant "default" (valid 24 h; mint more with \`npx agent-fabric token --role admin --tenant default\`):\n`);
     console.log(`  export FABRIC_TOKEN=${fabric.adminToken}\n`);

@@ -48,6 +48,18 @@ export interface FabricConfig {
   /** How long an idempotent response is replayed. `FABRIC_IDEMPOTENCY_TTL_SECONDS`, default 86400. */
   idempotencyTtlSeconds: number;
   quotaDefaults: QuotaDefaults;
+  /** Task attempts one worker runs at once. `FABRIC_WORKER_CONCURRENCY`, default 4. */
+  workerConcurrency: number;
+  /** How long a claimed task stays leased without renewal (a dead worker's tasks run again after this). `FABRIC_TASK_LEASE_SECONDS`, default 30. */
+  taskLeaseSeconds: number;
+  /** How long SIGTERM lets running attempts finish before releasing them. `FABRIC_DRAIN_TIMEOUT_SECONDS`, default 30. */
+  drainTimeoutSeconds: number;
+  /** Directory in-process handler modules (`isolation: none`) are loaded from. `FABRIC_HANDLERS_DIR`, default the working directory. */
+  handlersDir: string;
+  /** Slack-compatible webhook for alerts (dead letters, …). `FABRIC_ALERT_WEBHOOK_URL` */
+  alertWebhookUrl: string | undefined;
+  /** Channel named in alert bodies. `FABRIC_ALERT_CHANNEL`, default #fleet-ops. */
+  alertChannel: string;
 }
 
 const int = (min: number) => z.coerce.number().int().min(min);
@@ -67,6 +79,12 @@ const EnvSchema = z.object({
   FABRIC_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   FABRIC_BODY_LIMIT_BYTES: int(1024).default(1024 * 1024),
   FABRIC_IDEMPOTENCY_TTL_SECONDS: int(60).default(86_400),
+  FABRIC_WORKER_CONCURRENCY: int(1).max(1000).default(4),
+  FABRIC_DRAIN_TIMEOUT_SECONDS: int(0).max(86_400).default(30),
+  FABRIC_TASK_LEASE_SECONDS: int(1).max(3600).default(30),
+  FABRIC_HANDLERS_DIR: z.string().min(1).default('.'),
+  FABRIC_ALERT_WEBHOOK_URL: z.url().optional(),
+  FABRIC_ALERT_CHANNEL: z.string().min(1).default('#fleet-ops'),
   FABRIC_DEFAULT_MONTHLY_TOKEN_LIMIT: int(0).default(1_000_000),
   FABRIC_DEFAULT_MONTHLY_COST_LIMIT_USD: z.coerce.number().min(0).default(100),
   FABRIC_DEFAULT_STORAGE_LIMIT_BYTES: int(0).default(5 * 1024 ** 3),
@@ -110,6 +128,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
       overagePolicy: e.FABRIC_DEFAULT_OVERAGE_POLICY,
       alertThresholdPct: e.FABRIC_DEFAULT_ALERT_THRESHOLD_PCT,
     },
+    workerConcurrency: e.FABRIC_WORKER_CONCURRENCY,
+    drainTimeoutSeconds: e.FABRIC_DRAIN_TIMEOUT_SECONDS,
+    taskLeaseSeconds: e.FABRIC_TASK_LEASE_SECONDS,
+    handlersDir: path.resolve(e.FABRIC_HANDLERS_DIR),
+    alertWebhookUrl: e.FABRIC_ALERT_WEBHOOK_URL,
+    alertChannel: e.FABRIC_ALERT_CHANNEL,
   };
   const merged = { ...config, ...stripUndefined(overrides) };
   if (overrides.dataDir) merged.dataDir = path.resolve(overrides.dataDir);

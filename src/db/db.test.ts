@@ -170,14 +170,24 @@ describe('data-dir lock file', () => {
   it('processes racing to take over a stale lock: exactly one wins', async () => {
     const race = fs.mkdtempSync(path.join(os.tmpdir(), 'fabric-race-'));
     fs.writeFileSync(path.join(race, 'fabric.lock'), '2147483646\n');
+    const results = path.join(race, 'results');
+    const stop = path.join(race, 'stop');
+    // Every racer reports won/lost, then holds on until all have reported, so a late starter
+    // cannot take a lock the winner already released.
     const script = `import fs from 'node:fs'; import { acquireDirLock } from ${JSON.stringify(new URL('./lockfile.ts', import.meta.url).pathname)};
-      try { acquireDirLock(${JSON.stringify(race)}); fs.appendFileSync(${JSON.stringify(path.join(race, 'winners'))}, process.pid + '\\n'); await new Promise((r) => setTimeout(r, 1500)); } catch {}`;
+      let won = false; try { acquireDirLock(${JSON.stringify(race)}); won = true; } catch {}
+      fs.appendFileSync(${JSON.stringify(results)}, (won ? 'won' : 'lost') + '\\n');
+      const until = Date.now() + 30000; while (!fs.existsSync(${JSON.stringify(stop)}) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));`;
     const { spawn } = await import('node:child_process');
     const runs = Array.from({ length: 6 }, () => new Promise((resolve) => spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: 'inherit' }).on('close', resolve)));
+    const lines = () => (fs.existsSync(results) ? fs.readFileSync(results, 'utf8').trim().split('\n') : []);
+    for (let i = 0; i < 600 && lines().length < 6; i++) await new Promise((r) => setTimeout(r, 50));
+    fs.writeFileSync(stop, '');
     await Promise.all(runs);
-    const winners = fs.readFileSync(path.join(race, 'winners'), 'utf8').trim().split('\n');
+    const outcome = lines();
     fs.rmSync(race, { recursive: true, force: true });
-    assert.equal(winners.length, 1);
+    assert.equal(outcome.length, 6);
+    assert.equal(outcome.filter((l) => l === 'won').length, 1);
   });
 
   it('a lock left by a dead process is taken over', () => {

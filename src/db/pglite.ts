@@ -27,24 +27,33 @@ export async function openPglite(options: PgliteOptions = {}): Promise<Db & { du
     release();
     throw err;
   }
+  // PGlite has one connection. Its own mutex lets a caller that re-acquires at once (a busy
+  // worker loop) barge ahead of waiting ones, which starved API requests under load; this
+  // queue hands the connection out strictly in call order.
+  let tail: Promise<unknown> = Promise.resolve();
+  const inTurn = <T>(fn: () => Promise<T>): Promise<T> => {
+    const turn = tail.then(fn, fn);
+    tail = turn.catch(() => {});
+    return turn;
+  };
   const run = async <R>(q: Pick<PGlite, 'query'>, text: string, params?: readonly unknown[]): Promise<QueryResult<R>> => {
     const r = await q.query<R>(text, params as unknown[] | undefined);
     return { rows: r.rows, rowCount: r.affectedRows ?? r.rows.length };
   };
   return {
     engine: 'pglite',
-    query: (text, params) => run(pg, text, params),
-    exec: async (script) => void (await pg.exec(script)),
+    query: (text, params) => inTurn(() => run(pg, text, params)),
+    exec: (script) => inTurn(async () => void (await pg.exec(script))),
     // PGlite serialises transactions and plain queries on one mutex, so a transaction
     // here never sees another caller's statements interleaved.
     transaction: (fn) =>
-      pg.transaction((tx) => {
+      inTurn(() => pg.transaction((tx) => {
         const q: Queryable = {
           query: (text, params) => run(tx, text, params),
           exec: async (script) => void (await tx.exec(script)),
         };
         return fn(q);
-      }),
+      })),
     async listen(channel, onPayload) {
       assertChannelName(channel);
       const unsub = await pg.listen(channel, safeListener(channel, onPayload));
@@ -52,7 +61,7 @@ export async function openPglite(options: PgliteOptions = {}): Promise<Db & { du
     },
     async notify(channel, payload) {
       assertChannelName(channel);
-      await pg.query('SELECT pg_notify($1, $2)', [channel, payload]);
+      await inTurn(() => pg.query('SELECT pg_notify($1, $2)', [channel, payload]));
     },
     async dump() {
       return pg.dumpDataDir('none');

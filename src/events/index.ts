@@ -1,5 +1,6 @@
 import type { Tx } from '../db/index.js';
 import { currentContext } from '../telemetry/index.js';
+import type { SystemEvent } from './types.js';
 
 /** NOTIFY channel announcing every new system event (delivered at commit). */
 export const EVENTS_CHANNEL = 'fabric_events';
@@ -13,16 +14,7 @@ export interface EventNotice {
   subject_id: string;
 }
 
-/** One state change, persisted in `system_events`. */
-export interface SystemEvent {
-  tenantId: string;
-  agentId?: string | null;
-  /** Dotted name, e.g. `agent.provisioned`, `task.completed`. */
-  eventType: string;
-  subjectType: string;
-  subjectId: string;
-  data?: Record<string, unknown>;
-}
+export type { SystemEvent } from './types.js';
 
 /** Records a state change inside the caller's transaction and announces it at commit; returns the event id. */
 export async function recordEvent(tx: Tx, event: SystemEvent): Promise<number> {
@@ -36,3 +28,7 @@ export async function recordEvent(tx: Tx, event: SystemEvent): Promise<number> {
   );
   return r.rows[0]!.id;
 }
+export { recordEvents } from './batch.js';
+export { formatEventFrame, type EventFilter } from './client.js';
+export { createEventHub, EventHub, type EventHubOptions } from './stream.js';
+export type { StreamedEvent } from './horizon.js';

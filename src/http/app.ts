@@ -4,18 +4,23 @@ import fastifySwaggerUi from '@fastify/swagger-ui';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyRequest } from 'fastify';
 import { FabricError } from '../errors/index.js';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import type { EventHubOptions } from '../events/index.js';
 import type { ProvisionOptions } from '../tenancy/index.js';
 import { httpRequestDuration, httpRequestsTotal, logger, runWithContext } from '../telemetry/index.js';
 import { registerAuth } from './auth.js';
 import { handleError } from './errors.js';
 import { agentRoutes } from './routes/agents.js';
+import { eventRoutes } from './routes/events.js';
 import { systemRoutes } from './routes/system.js';
+import { taskRoutes } from './routes/tasks.js';
 import { tenancyRoutes } from './routes/tenancy.js';
 import type { App, AppDeps } from './types.js';
 
 export interface AppOptions {
   /** Test seams for provisioning (fault injection). */
   provision?: Partial<ProvisionOptions>;
+  /** Event streams (heartbeat interval, buffering); tests shorten the heartbeat. */
+  events?: EventHubOptions;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -91,6 +96,8 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   systemRoutes(app, deps);
   tenancyRoutes(app, deps);
   agentRoutes(app, deps, options.provision);
+  eventRoutes(app, deps, options.events);
+  taskRoutes(app, deps);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
 }

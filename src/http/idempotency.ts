@@ -26,10 +26,14 @@ export const IdempotencyHeaders = z.looseObject({
   'idempotency-key': z.string().optional().describe('1–255 printable ASCII characters; replays the first response for 24 h instead of creating twice'),
 });
 
-/** The request's `Idempotency-Key` header, validated. */
-function keyOf(req: FastifyRequest): string | undefined {
-  const key = req.headers['idempotency-key'];
-  if (key !== undefined && typeof key !== 'string') throw badRequest('invalid_idempotency_key', 'Send one Idempotency-Key header.');
+/** The request's `Idempotency-Key` header, or the `idempotency_key` body field where the API names one. */
+function keyOf(req: FastifyRequest, bodyField: boolean): string | undefined {
+  const header = req.headers['idempotency-key'];
+  if (header !== undefined && typeof header !== 'string') throw badRequest('invalid_idempotency_key', 'Send one Idempotency-Key header.');
+  const fromBody = bodyField ? (req.body as { idempotency_key?: unknown } | undefined)?.idempotency_key : undefined;
+  if (header !== undefined && fromBody !== undefined && header !== fromBody)
+    throw badRequest('invalid_idempotency_key', 'The Idempotency-Key header and the idempotency_key field differ; send one of them.');
+  const key = header ?? (typeof fromBody === 'string' ? fromBody : undefined);
   if (key !== undefined && !/^[\x21-\x7e]{1,255}$/.test(key))
     throw badRequest('invalid_idempotency_key', 'An idempotency key is 1–255 printable ASCII characters without spaces.');
   return key;
@@ -46,7 +50,7 @@ interface StoredRow {
  * record commits in the SAME transaction as the rows the create writes, so a failed create
  * leaves no key behind and a concurrent duplicate waits on the key's unique index, then
  * replays the first response with 200. Without a key, `work` simply runs in a transaction.
- * (The tasks issue adds the `idempotency_key` body field its documents name.)
+ * `bodyField` also accepts the `idempotency_key` body field (task submission, US-11).
  */
 export async function createOnce<T>(
   req: FastifyRequest,
@@ -54,8 +58,9 @@ export async function createOnce<T>(
   ttlSeconds: number,
   name: string,
   work: (tx: Tx) => Promise<Created<T>>,
+  options: { bodyField?: boolean } = {},
 ): Promise<Created<T>> {
-  const key = keyOf(req);
+  const key = keyOf(req, options.bodyField ?? false);
   if (key === undefined) return withTransaction(db, work, { name });
   const tenantId = principalOf(req).tenantId;
   // The matched route and its params, not the raw URL, so /%61pi/x and /api/x are one request.

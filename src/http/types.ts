@@ -3,6 +3,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Principal, TokenVerifier } from '../auth/index.js';
 import type { FabricConfig } from '../config/index.js';
 import type { Db } from '../db/index.js';
+import type { AgentScheduler } from '../queue/index.js';
 
 /** The Fastify instance with zod schemas as its type provider. */
 export type App = FastifyInstance<
@@ -18,6 +19,8 @@ export interface AppDeps {
   db: Db;
   config: FabricConfig;
   verifyToken: TokenVerifier;
+  /** The task queue's library surface; the routes call it. */
+  scheduler: AgentScheduler;
 }
 
 declare module 'fastify' {

@@ -1,22 +1,33 @@
-import { createTokenVerifier, loadOrCreateDevSecret, mintToken, type TokenOptions } from '../auth/index.js';
+import { createTokenVerifier, DEFAULT_TENANT_ID, loadOrCreateDevSecret, mintToken, type TokenOptions } from '../auth/index.js';
 import { ConfigError, type FabricConfig } from '../config/index.js';
 import { migrate, openDb, type Db } from '../db/index.js';
 import { buildApp, sweepIdempotencyKeys, type App } from '../http/index.js';
-import { ensureDefaultTenant, DEFAULT_TENANT_ID } from '../tenancy/index.js';
+import { createNotifier } from '../notify/index.js';
+import { AgentScheduler } from '../queue/index.js';
+import { ensureDefaultTenant } from '../tenancy/index.js';
 import { createLogger, logger, setLogger } from '../telemetry/index.js';
+import { InProcessExecutor, Worker } from '../worker/index.js';
 
-export type FabricMode = 'dev' | 'serve';
+/** dev: everything on the embedded database; serve: the API (+ workers) on PostgreSQL; worker: workers only. */
+export type FabricMode = 'dev' | 'serve' | 'worker';
 
-/** A running fabric: its API, database and how to stop it. */
+export interface StartOptions {
+  /** Workers to run in this process. dev/serve default 1, worker default 1. */
+  workers?: number;
+}
+
+/** A running fabric: its API (unless worker mode), database, workers and how to stop them. */
 export interface RunningFabric {
-  app: App;
+  app: App | undefined;
   db: Db;
-  url: string;
-  tokenOptions: TokenOptions;
+  url: string | undefined;
+  workers: Worker[];
+  tokenOptions: TokenOptions | undefined;
   /** An admin token for the default tenant, minted at start in dev mode when the secret is the generated one. */
   adminToken: string | undefined;
   /** Whether the JWT secret was generated on this start. */
   secretCreated: boolean;
+  /** Stops the API, drains the workers (up to FABRIC_DRAIN_TIMEOUT_SECONDS) and closes the database. */
   close(): Promise<void>;
 }
 
@@ -26,33 +37,43 @@ const DEV_ADMIN_TOKEN_TTL = '24h';
 /** How often expired idempotency records are deleted. */
 const SWEEP_INTERVAL_MS = 10 * 60 * 1000;
 
-/** Resolves the signing/verification keys: configured secret or JWKS, else (dev only) a secret kept in the data dir. */
+/** Resolves the signing/verification keys: configured secret and/or JWKS, else (dev only) a secret kept in the data dir. */
 export function resolveTokenOptions(config: FabricConfig, mode: FabricMode): { options: TokenOptions; created: boolean; devSecret: boolean } {
   const base = { issuer: config.jwtIssuer, audience: config.jwtAudience };
   if (config.jwtSecret || config.jwksUrl) return { options: { ...base, secret: config.jwtSecret, jwksUrl: config.jwksUrl }, created: false, devSecret: false };
-  if (mode === 'serve') throw new ConfigError('serve needs FABRIC_JWT_SECRET (≥ 32 characters) or FABRIC_JWKS_URL; `agent-fabric dev` generates a local secret instead.');
+  if (mode !== 'dev') throw new ConfigError(`${mode} needs FABRIC_JWT_SECRET (≥ 32 characters) or FABRIC_JWKS_URL; \`agent-fabric dev\` generates a local secret instead.`);
   const { secret, created } = loadOrCreateDevSecret(config.dataDir);
   return { options: { ...base, secret }, created, devSecret: true };
 }
 
-/** Opens the database, migrates, seeds the default tenant and starts the API (and, in dev, everything else in-process). */
-export async function startFabric(config: FabricConfig, mode: FabricMode): Promise<RunningFabric> {
+/** Opens the database, migrates, seeds the default tenant, then starts the API and/or workers. */
+export async function startFabric(config: FabricConfig, mode: FabricMode, options: StartOptions = {}): Promise<RunningFabric> {
   setLogger(createLogger({ level: config.logLevel }));
-  if (mode === 'serve' && !config.databaseUrl) throw new ConfigError('serve runs against PostgreSQL: set DATABASE_URL (use `agent-fabric dev` for the embedded database).');
+  if (mode !== 'dev' && !config.databaseUrl)
+    throw new ConfigError(`${mode} runs against PostgreSQL: set DATABASE_URL (use \`agent-fabric dev\` for the embedded database).`);
   // The database (and with it the data-dir lock) comes first, so two processes starting at
   // once never both create the dev secret.
   const db = await openDb(config);
   let app: App | undefined;
-  let tokenOptions: TokenOptions;
-  let created = false;
-  let devSecret = false;
+  const workers: Worker[] = [];
+  let tokens: ReturnType<typeof resolveTokenOptions> | undefined;
   try {
-    ({ options: tokenOptions, created, devSecret } = resolveTokenOptions(config, mode));
     await migrate(db);
     await ensureDefaultTenant(db);
-    app = await buildApp({ db, config, verifyToken: createTokenVerifier(tokenOptions) });
-    await app.listen({ port: config.port, host: config.host });
+    if (mode !== 'worker') {
+      tokens = resolveTokenOptions(config, mode);
+      app = await buildApp({ db, config, verifyToken: createTokenVerifier(tokens.options), scheduler: new AgentScheduler(db, { leaseSeconds: config.taskLeaseSeconds }) });
+      await app.listen({ port: config.port, host: config.host });
+    }
+    const notifier = createNotifier({ webhookUrl: config.alertWebhookUrl, channel: config.alertChannel });
+    const executor = new InProcessExecutor({ root: config.handlersDir });
+    for (let i = 0; i < (options.workers ?? 1); i++) {
+      const worker = new Worker(db, { concurrency: config.workerConcurrency, executor, notifier, queue: { leaseSeconds: config.taskLeaseSeconds } });
+      await worker.start();
+      workers.push(worker);
+    }
   } catch (err) {
+    await Promise.all(workers.map((w) => w.stop(0)));
     await app?.close().catch(() => {});
     await db.close();
     throw err;
@@ -62,29 +83,29 @@ export async function startFabric(config: FabricConfig, mode: FabricMode): Promi
   }, SWEEP_INTERVAL_MS);
   sweeper.unref();
 
-  const address = app.server.address();
-  const port = typeof address === 'object' && address ? address.port : config.port;
-  const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  const address = app?.server.address();
+  const url = address && typeof address === 'object' ? `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${address.port}` : undefined;
   const adminToken =
-    mode === 'dev' && devSecret
-      ? await mintToken(tokenOptions, { sub: 'dev-admin', role: 'admin', tenant: DEFAULT_TENANT_ID, ttl: DEV_ADMIN_TOKEN_TTL })
+    mode === 'dev' && tokens?.devSecret
+      ? await mintToken(tokens.options, { sub: 'dev-admin', role: 'admin', tenant: DEFAULT_TENANT_ID, ttl: DEV_ADMIN_TOKEN_TTL })
       : undefined;
-  logger().info({ url, mode, engine: db.engine }, 'agent-fabric is serving');
+  logger().info({ url, mode, engine: db.engine, workers: workers.length }, 'agent-fabric is running');
 
-  const running = app;
   let closed = false;
   return {
-    app: running,
+    app,
     db,
     url,
-    tokenOptions,
+    workers,
+    tokenOptions: tokens?.options,
     adminToken,
-    secretCreated: created,
+    secretCreated: tokens?.created ?? false,
     async close() {
       if (closed) return;
       closed = true;
       clearInterval(sweeper);
-      await running.close();
+      await app?.close();
+      await Promise.all(workers.map((w) => w.stop(config.drainTimeoutSeconds * 1000)));
       await db.close();
     },
   };

@@ -1,3 +1,3 @@
 export { runWithContext, addToContext, currentContext, type LogContext } from './context.js';
 export { createLogger, logger, setLogger, REDACT_PATHS, type LoggerOptions } from './logger.js';
-export { registry, httpRequestsTotal, httpRequestDuration, transactionsTotal } from './metrics.js';
+export { registry, httpRequestsTotal, httpRequestDuration, transactionsTotal, tasksTotal, taskDuration, taskClaimLatency } from './metrics.js';

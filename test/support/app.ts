@@ -1,6 +1,7 @@
 import { createTokenVerifier, mintToken, type Role } from '../../src/auth/index.js';
 import { loadConfig, type FabricConfig } from '../../src/config/index.js';
 import { buildApp, type App, type AppOptions } from '../../src/http/index.js';
+import { AgentScheduler, type QueueOptions } from '../../src/queue/index.js';
 import { freshDb, type TestDb } from './db.js';
 
 export const TEST_SECRET = 'test-secret-that-is-long-enough-for-hs256-0123456789';
@@ -18,10 +19,10 @@ export interface TestApp {
 }
 
 /** The API over a fresh database of the engine under test, driven with `app.inject()`. */
-export async function startTestApp(options: AppOptions & { config?: Partial<FabricConfig> } = {}): Promise<TestApp> {
+export async function startTestApp(options: AppOptions & { config?: Partial<FabricConfig>; queue?: Partial<QueueOptions> } = {}): Promise<TestApp> {
   const db = await freshDb();
   const config = { ...loadConfig({ FABRIC_JWT_SECRET: TEST_SECRET }), ...options.config };
-  const app = await buildApp({ db, config, verifyToken: createTokenVerifier(tokenOptions) }, options);
+  const app = await buildApp({ db, config, verifyToken: createTokenVerifier(tokenOptions), scheduler: new AgentScheduler(db, options.queue) }, options);
   await app.ready();
   const token: TestApp['token'] = (role, opts = {}) =>
     mintToken(tokenOptions, { role, tenant: opts.tenant ?? 'default', sub: opts.sub ?? `test-${role}`, ttl: opts.ttl ?? '10m' });

@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import type { Principal, Role } from '../../auth/index.js';
 import type { Tx } from '../../db/index.js';
@@ -18,6 +18,10 @@ export interface CreateRouteSpec<B extends z.ZodType, R extends z.ZodType> {
   roles: readonly Role[];
   /** For the 403 message: "Role x may not <doing>". */
   doing: string;
+  /** Replaces the role check when who may create depends on the body (e.g. an agent for itself). */
+  authorize?: (req: FastifyRequest, body: z.output<B>) => Principal;
+  /** Also accept the `idempotency_key` body field. */
+  bodyKey?: boolean;
   /** The transaction's name in rollback logs. */
   name: string;
   create: (tx: Tx, actor: Principal, body: z.output<B>) => Promise<z.output<R>>;
@@ -40,11 +44,16 @@ export function createRoute<B extends z.ZodType, R extends z.ZodType>(app: App, 
       },
     },
     async (req, reply) => {
-      const actor = requireRole(req, spec.roles, spec.doing);
-      const { status, body } = await createOnce(req, deps.db, deps.config.idempotencyTtlSeconds, spec.name, async (tx) => ({
-        status: 201,
-        body: await spec.create(tx, actor, req.body as z.output<B>),
-      }));
+      const input = req.body as z.output<B>;
+      const actor = spec.authorize ? spec.authorize(req, input) : requireRole(req, spec.roles, spec.doing);
+      const { status, body } = await createOnce(
+        req,
+        deps.db,
+        deps.config.idempotencyTtlSeconds,
+        spec.name,
+        async (tx) => ({ status: 201, body: await spec.create(tx, actor, input) }),
+        { bodyField: spec.bodyKey ?? false },
+      );
       return reply.code(status).send(body);
     },
   );

@@ -1,0 +1,36 @@
+import type { Tx } from '../db/index.js';
+import type { SubmitTaskBody } from './schemas.js';
+
+/** Tuning of the queue; one object, defaults below. */
+export interface QueueOptions {
+  /** Seconds of waiting that raise a task one priority level (aging). Default 60. */
+  agingSeconds: number;
+  /** How long a claim lasts without renewal. Default 30 s. */
+  leaseSeconds: number;
+  /** Retry n waits retryBaseSeconds × retryFactor^(n-1): 1 s, 4 s, 16 s by default. */
+  retryBaseSeconds: number;
+  retryFactor: number;
+  /** Suggested wait in a 429 queue_full. Default 5 s. */
+  queueFullRetryAfterSeconds: number;
+  /**
+   * Runs inside the submit transaction after the bounds checks and before the task rows:
+   * the seam where the budget issue reserves quota. Throwing rolls the whole submit back.
+   */
+  beforeSubmit?: (tx: Tx, tenantId: string, tasks: readonly SubmitTaskBody[]) => Promise<void>;
+}
+
+export const DEFAULT_QUEUE_OPTIONS: QueueOptions = {
+  agingSeconds: 60,
+  leaseSeconds: 30,
+  retryBaseSeconds: 1,
+  retryFactor: 4,
+  queueFullRetryAfterSeconds: 5,
+};
+
+/** NOTIFY channel workers listen on: new ready work. */
+export const READY_CHANNEL = 'fabric_tasks_ready';
+
+/** Delay before retry number `n` (1-based). */
+export function retryDelaySeconds(options: QueueOptions, n: number): number {
+  return options.retryBaseSeconds * options.retryFactor ** (n - 1);
+}

@@ -1,0 +1,198 @@
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
+import type { Db } from '../db/index.js';
+import { coerceError } from '../errors/index.js';
+import type { Notifier } from '../notify/index.js';
+import {
+  claimTasks,
+  DEFAULT_QUEUE_OPTIONS,
+  finishAttempt,
+  READY_CHANNEL,
+  recoverExpiredLeases,
+  releaseAttempt,
+  renewLeases,
+  type AttemptOutcome,
+  type ClaimedTask,
+  type QueueOptions,
+} from '../queue/index.js';
+import { logger, runWithContext, taskClaimLatency, taskDuration, tasksTotal } from '../telemetry/index.js';
+import { getAgent, type Agent } from '../tenancy/index.js';
+import { PermanentError, type Executor } from './executor.js';
+
+export interface WorkerOptions {
+  /** Unique per process; default host-pid-random. */
+  id?: string;
+  /** Attempts this worker runs at once. Default 4. */
+  concurrency?: number;
+  /** Poll when no NOTIFY arrives. Default 1000 ms. */
+  pollIntervalMs?: number;
+  queue?: Partial<QueueOptions>;
+  executor: Executor;
+  notifier: Notifier;
+}
+
+type StopReason = 'cancel' | 'timeout' | 'lease_lost' | 'drain';
+
+interface Running {
+  claim: ClaimedTask;
+  controller: AbortController;
+  done: Promise<void>;
+}
+
+/**
+ * Claims tasks and runs them through an Executor: leases renewed while they run, cancel and
+ * timeout through the attempt's AbortSignal, outcomes recorded with fencing, dead letters
+ * alerted. `stop()` drains.
+ */
+export class Worker {
+  readonly id: string;
+  private readonly concurrency: number;
+  private readonly queue: QueueOptions;
+  private readonly running = new Map<string, Running>();
+  private timers: NodeJS.Timeout[] = [];
+  private unlisten: (() => Promise<void>) | undefined;
+  private stopping = false;
+  private wake: (() => void) | undefined;
+  private loop: Promise<void> | undefined;
+
+  constructor(
+    private readonly db: Db,
+    private readonly options: WorkerOptions,
+  ) {
+    this.id = options.id ?? `${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+    this.concurrency = options.concurrency ?? 4;
+    this.queue = { ...DEFAULT_QUEUE_OPTIONS, ...options.queue };
+  }
+
+  /** Starts claiming; resolves once subscribed. */
+  async start(): Promise<void> {
+    this.unlisten = await this.db.listen(READY_CHANNEL, () => this.wake?.());
+    const every = (ms: number, fn: () => Promise<unknown>) => {
+      const t = setInterval(() => void fn().catch((err: unknown) => logger().warn({ err, worker: this.id }, 'worker housekeeping failed')), ms);
+      t.unref();
+      this.timers.push(t);
+    };
+    const leaseMs = this.queue.leaseSeconds * 1000;
+    every(leaseMs / 3, () => this.heartbeat());
+    every(leaseMs / 2, () => recoverExpiredLeases(this.db, this.queue));
+    this.loop = this.claimLoop();
+  }
+
+  /** Attempts running now. */
+  get active(): number {
+    return this.running.size;
+  }
+
+  private async claimLoop(): Promise<void> {
+    while (!this.stopping) {
+      const free = this.concurrency - this.running.size;
+      let claimed: ClaimedTask[] = [];
+      if (free > 0) {
+        try {
+          claimed = await claimTasks(this.db, this.id, free, this.queue);
+        } catch (err) {
+          logger().warn({ err, worker: this.id }, 'claiming tasks failed; retrying');
+        }
+        for (const c of claimed) this.startAttempt(c);
+      }
+      if (claimed.length > 0 && claimed.length === free) continue;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, this.options.pollIntervalMs ?? 1000);
+        this.wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.wake = undefined;
+    }
+  }
+
+  private startAttempt(claim: ClaimedTask): void {
+    taskClaimLatency.observe(claim.waitedSeconds);
+    const controller = new AbortController();
+    const timeout = setTimeout(() => controller.abort('timeout' satisfies StopReason), claim.task.timeout_seconds * 1000);
+    const started = process.hrtime.bigint();
+    const done = runWithContext({ task_id: claim.task.id, agent_id: claim.task.agent_id, tenant_id: claim.task.tenant_id }, () =>
+      this.runAttempt(claim, controller.signal)
+        .then((outcome) => this.record(claim, outcome, controller.signal, started))
+        .catch((err: unknown) => logger().error({ err }, 'recording a task outcome failed; its lease will expire and it runs again'))
+        .finally(() => {
+          clearTimeout(timeout);
+          this.running.delete(claim.task.id);
+          this.wake?.();
+        }),
+    );
+    this.running.set(claim.task.id, { claim, controller, done });
+  }
+
+  private async runAttempt(claim: ClaimedTask, signal: AbortSignal): Promise<AttemptOutcome> {
+    let agent: Agent;
+    try {
+      agent = await getAgent(this.db, claim.task.tenant_id, claim.task.agent_id);
+    } catch {
+      return { kind: 'failed', permanent: true, error: { code: 'agent_not_found', message: 'The task\'s agent no longer exists.' } };
+    }
+    const aborted = new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(new Error(String(signal.reason))), { once: true }));
+    try {
+      const result = await Promise.race([
+        this.options.executor.run(claim.task, { signal, attempt: claim.attempt, agent, log: (line) => logger().info({ line }, 'task log') }),
+        aborted,
+      ]);
+      return { kind: 'completed', result: result ?? null };
+    } catch (err) {
+      const reason = signal.aborted ? (signal.reason as StopReason) : undefined;
+      if (reason === 'timeout') return { kind: 'timed_out' };
+      if (reason === 'cancel') return { kind: 'cancelled' };
+      const e = coerceError(err);
+      const code = e instanceof PermanentError ? e.code : 'handler_error';
+      return { kind: 'failed', permanent: e instanceof PermanentError, error: { code, message: e.message } };
+    }
+  }
+
+  private async record(claim: ClaimedTask, outcome: AttemptOutcome, signal: AbortSignal, started: bigint): Promise<void> {
+    const reason = signal.aborted ? (signal.reason as StopReason) : undefined;
+    if (reason === 'lease_lost') return; // another worker owns the task now: its outcome wins
+    const result = reason === 'drain' ? await releaseAttempt(this.db, claim, this.queue) : await finishAttempt(this.db, claim, outcome, this.queue);
+    if (result.status === 'stale') return;
+    tasksTotal.inc({ agent_id: claim.task.agent_id, status: result.status });
+    taskDuration.observe({ status: result.status }, Number(process.hrtime.bigint() - started) / 1e9);
+    if (result.status === 'dead_lettered') {
+      await this.options.notifier.send({
+        severity: 'critical',
+        title: 'Task dead-lettered',
+        text: `Task ${claim.task.id} (${claim.task.type}) failed ${claim.attempt} times and was moved to the dead letters. Re-drive it with POST /api/tasks/${claim.task.id}/retry.`,
+        tenantId: claim.task.tenant_id,
+        agentId: claim.task.agent_id,
+        taskId: claim.task.id,
+        fields: { attempts: claim.attempt, error: outcome.kind === 'failed' ? outcome.error.message : outcome.kind },
+      });
+    }
+  }
+
+  /** Renews leases; aborts attempts that were cancelled or whose lease was lost. */
+  private async heartbeat(): Promise<void> {
+    const held = [...this.running.values()].map((r) => ({ id: r.claim.task.id, attempt: r.claim.attempt }));
+    const { cancel, lost } = await renewLeases(this.db, this.id, held, this.queue.leaseSeconds);
+    for (const id of cancel) this.running.get(id)?.controller.abort('cancel' satisfies StopReason);
+    for (const id of lost) this.running.get(id)?.controller.abort('lease_lost' satisfies StopReason);
+  }
+
+  /**
+   * Stops claiming, lets running attempts finish for up to `drainTimeoutMs`, then aborts the
+   * rest and releases them to other workers without charging them an attempt.
+   */
+  async stop(drainTimeoutMs = 30_000): Promise<void> {
+    this.stopping = true;
+    this.wake?.();
+    await this.loop;
+    const all = () => Promise.all([...this.running.values()].map((r) => r.done));
+    const drained = await Promise.race([all().then(() => true), new Promise<false>((r) => setTimeout(() => r(false), drainTimeoutMs).unref())]);
+    if (!drained) {
+      for (const r of this.running.values()) r.controller.abort('drain' satisfies StopReason);
+      await all();
+    }
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    await this.unlisten?.();
+  }
+}
