@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { Worker } from '../src/worker/index.js';
+import type { Executor, Worker } from '../src/worker/index.js';
 import { PermanentError } from '../src/worker/index.js';
 import { countRows, startTestApp, type TestApp } from './support/app.js';
 import { ENGINE } from './support/engine.js';
@@ -11,13 +11,12 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 describe(`task queue: submit, run, retry, dead letter (${ENGINE})`, () => {
   let t: TestApp;
   let worker: Worker;
+  let workerExecutor: Executor;
   const notifier = recordingNotifier();
   const runs = new Map<string, number[]>();
   before(async () => {
     t = await startTestApp({ queue: FAST_QUEUE });
-    worker = await startWorker(
-      t,
-      scriptedExecutor({
+    workerExecutor = scriptedExecutor({
         echo: (task) => ({ echoed: task.payload }),
         flaky: (task) => {
           const seen = runs.get(task.id) ?? [];
@@ -37,9 +36,8 @@ describe(`task queue: submit, run, retry, dead letter (${ENGINE})`, () => {
           const timer = setTimeout(resolve, 30_000);
           ctx.signal.addEventListener('abort', () => (clearTimeout(timer), reject(new Error('aborted'))));
         }),
-      }),
-      { notifier },
-    );
+      });
+    worker = await startWorker(t, workerExecutor, { notifier });
   });
   after(async () => {
     await worker.stop(1000);
@@ -111,6 +109,35 @@ describe(`task queue: submit, run, retry, dead letter (${ENGINE})`, () => {
     assert.equal(retried.json().task.status, 'queued');
     const again = await waitForTask(t, id, (x) => x.status === 'dead_lettered' && x.attempts === 8, 15_000);
     assert.equal(again.attempts, 8);
+  });
+
+  it('a dead letter reaches the alert webhook (a local receiver)', async () => {
+    const http = await import('node:http');
+    const bodies: { channel: string; text: string }[] = [];
+    const receiver = http.createServer((req, res) => {
+      let data = '';
+      req.on('data', (c) => (data += c));
+      req.on('end', () => (bodies.push(JSON.parse(data)), res.end('ok')));
+    });
+    await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+    const { createNotifier } = await import('../src/notify/index.js');
+    const port = (receiver.address() as { port: number }).port;
+    const hooked = await startWorker(t, scriptedExecutor({ doomed: () => Promise.reject(new Error('nope')) }), {
+      notifier: createNotifier({ webhookUrl: `http://127.0.0.1:${port}/slack` }),
+    });
+    try {
+      const agent = await provisionAgent(t);
+      await worker.stop(0); // only the hooked worker runs this one
+      const id = (await submit(t, { agent_id: agent, type: 'doomed', max_retries: 0 })).json().task.id;
+      assert.equal((await waitForTask(t, id, terminal)).status, 'dead_lettered');
+      for (let i = 0; i < 50 && bodies.length === 0; i++) await sleep(50);
+      assert.equal(bodies[0]?.channel, '#fleet-ops');
+      assert.match(bodies[0]!.text, /dead-lettered/);
+    } finally {
+      await hooked.stop(0);
+      receiver.close();
+      worker = await startWorker(t, workerExecutor, { notifier });
+    }
   });
 
   it('a PermanentError fails the task without retries', async () => {
