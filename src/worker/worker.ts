@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import type { Db } from '../db/index.js';
-import { coerceError } from '../errors/index.js';
+import { coerceError, FabricError } from '../errors/index.js';
 import type { Notifier } from '../notify/index.js';
 import {
   claimTasks,
@@ -129,8 +129,11 @@ export class Worker {
     let agent: Agent;
     try {
       agent = await getAgent(this.db, claim.task.tenant_id, claim.task.agent_id);
-    } catch {
-      return { kind: 'failed', permanent: true, error: { code: 'agent_not_found', message: 'The task\'s agent no longer exists.' } };
+    } catch (err) {
+      if (err instanceof FabricError && err.status === 404)
+        return { kind: 'failed', permanent: true, error: { code: 'agent_not_found', message: 'The task\'s agent no longer exists.' } };
+      // a database hiccup is not the task's fault: fail this attempt, retries stay possible
+      return { kind: 'failed', error: { code: 'agent_unavailable', message: `Could not read the agent: ${coerceError(err).message}` } };
     }
     const aborted = new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(new Error(String(signal.reason))), { once: true }));
     try {
