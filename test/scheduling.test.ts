@@ -15,7 +15,7 @@ describe(`scheduling: fairness, priorities, aging, leases (${ENGINE})`, () => {
   before(async () => (t = await startTestApp({ queue: { ...FAST_QUEUE, agingSeconds: 1 } })));
   after(async () => t.close());
 
-  it('a flooded agent does not delay an agent with one task (starts within 1 s while 2,000 others wait)', async () => {
+  it('a flooded agent does not delay an agent with one task (it starts in the next claim round while 2,000 others wait)', async () => {
     const flood = await provisionAgent(t, { max_queue_depth: 10_000, max_concurrency: 2 });
     const trickle = await provisionAgent(t);
     for (let b = 0; b < 2; b++) {
@@ -23,16 +23,22 @@ describe(`scheduling: fairness, priorities, aging, leases (${ENGINE})`, () => {
       assert.equal(res.statusCode, 201, res.body);
     }
     const starts = new Map<string, number>();
-    const worker = await startWorker(t, scriptedExecutor({ work: async (task) => (starts.set(task.id, Date.now()), sleep(5)) }), { concurrency: 2 });
+    const order: string[] = [];
+    const worker = await startWorker(t, scriptedExecutor({ work: async (task) => (starts.set(task.id, Date.now()), order.push(task.id), sleep(5)) }), { concurrency: 2 });
     try {
       await sleep(300); // the flood is being worked
       const submittedAt = Date.now();
       const one = (await submit(t, { agent_id: trickle, type: 'work' })).json().task.id;
+      const startedBefore = order.length;
       const done = await waitForTask(t, one, terminal, 10_000);
       assert.equal(done.status, 'completed');
       const waited = starts.get(one)! - submittedAt;
       const floodLeft = (await t.app.inject({ method: 'GET', url: `/api/agents/${flood}/queue`, headers: await t.auth('viewer') })).json().queue.depth;
-      assert.ok(waited < 1000, `trickle task started after ${waited} ms`);
+      // Fairness is about order, not machine speed: once its submit returned, at most the
+      // claims already in flight (2 slots, one round each) may start before it.
+      const floodStartsInBetween = order.indexOf(one) - startedBefore;
+      assert.ok(floodStartsInBetween <= 4, `${floodStartsInBetween} flood tasks started before the trickle task`);
+      assert.ok(waited < 5000, `trickle task started after ${waited} ms`);
       assert.ok(floodLeft > 500, `the flood was still queued (${floodLeft}) when the trickle task ran`);
     } finally {
       await worker.stop(0);
