@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
+import { coalescedNotifier } from './coalesce.js';
 import { safeListener } from './listeners.js';
 import { acquireDirLock } from './lockfile.js';
 import { assertChannelName, parseNumeric, TYPE_OIDS, type Db, type Queryable, type QueryResult } from './types.js';
@@ -63,6 +64,7 @@ export async function openPglite(options: PgliteOptions = {}): Promise<Db & { du
       assertChannelName(channel);
       await inTurn(() => pg.query('SELECT pg_notify($1, $2)', [channel, payload]));
     },
+    notifySoon: coalescedNotifier((channel) => inTurn(async () => void (await pg.query('SELECT pg_notify($1, $2)', [channel, ''])))),
     async dump() {
       return pg.dumpDataDir('none');
     },

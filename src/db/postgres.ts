@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { logger } from '../telemetry/index.js';
+import { coalescedNotifier } from './coalesce.js';
 import { safeListener } from './listeners.js';
 import { assertChannelName, parseNumeric, TYPE_OIDS, type Db, type Queryable, type QueryResult } from './types.js';
 
@@ -149,6 +150,7 @@ export async function openPostgres(options: PostgresOptions): Promise<Db> {
       assertChannelName(channel);
       await pool.query('SELECT pg_notify($1, $2)', [channel, payload]);
     },
+    notifySoon: coalescedNotifier(async (channel) => void (await pool.query('SELECT pg_notify($1, $2)', [channel, '']))),
     async close() {
       closing = true;
       const client = await listenClient?.catch(() => undefined);

@@ -14,9 +14,10 @@ export interface TransactionOptions {
  */
 export async function withTransaction<T>(db: Db, fn: (tx: Tx) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
   try {
-     
-    const result = await db.transaction((tx) => fn(tx as Tx));
+    const channels = new Set<string>();
+    const result = await db.transaction((q) => fn({ ...q, notifyAfterCommit: (channel: string) => void channels.add(channel) } as Tx));
     transactionsTotal.inc({ outcome: 'commit' });
+    for (const channel of channels) db.notifySoon(channel);
     return result;
   } catch (err) {
     transactionsTotal.inc({ outcome: 'rollback' });

@@ -16,7 +16,15 @@ declare const txBrand: unique symbol;
  * An open transaction. Only `withTransaction()` hands one out, so a function that writes
  * several tables (and takes a `Tx`) cannot be called outside one (FR-07).
  */
-export type Tx = Queryable & { readonly [txBrand]: true };
+export interface Tx extends Queryable {
+  readonly [txBrand]: true;
+  /**
+   * Announces `channel` (an empty NOTIFY) once this transaction has committed. Notices are
+   * coalesced per process and sent outside the transaction: a NOTIFY inside it would take
+   * PostgreSQL's commit-order lock and serialise every writer's commit.
+   */
+  notifyAfterCommit(channel: string): void;
+}
 
 export type DbEngine = 'pglite' | 'postgres';
 
@@ -32,6 +40,12 @@ export interface Db extends Queryable {
   listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
   /** Sends NOTIFY on `channel` (delivered at commit when called inside a transaction's SQL). */
   notify(channel: string, payload: string): Promise<void>;
+  /**
+   * Sends an empty NOTIFY on `channel` soon, coalescing calls: however many arrive while one
+   * is pending or in flight, at most one more is sent after it, so a listener always hears of
+   * the latest change.
+   */
+  notifySoon(channel: string): void;
   close(): Promise<void>;
 }
 

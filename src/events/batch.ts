@@ -1,5 +1,6 @@
 import type { Tx } from '../db/index.js';
 import { currentContext } from '../telemetry/index.js';
+import { EVENTS_CHANNEL } from './channel.js';
 import type { SystemEvent } from './types.js';
 
 /** Records many state changes in one statement (batch submits); each is announced at commit. */
@@ -14,13 +15,10 @@ export async function recordEvents(tx: Tx, events: readonly SystemEvent[]): Prom
     data: e.data ?? {},
   }));
   await tx.query(
-    `WITH e AS (
-       INSERT INTO system_events (tenant_id, agent_id, event_type, subject_type, subject_id, data, request_id)
-       SELECT r.tenant_id, r.agent_id, r.event_type, r.subject_type, r.subject_id, r.data, $2
-         FROM jsonb_to_recordset($1::jsonb) AS r(tenant_id text, agent_id uuid, event_type text, subject_type text, subject_id text, data jsonb)
-       RETURNING id, tenant_id, agent_id, subject_type, subject_id)
-     SELECT count(pg_notify('fabric_events', json_build_object('id', e.id, 'tenant_id', e.tenant_id, 'agent_id', e.agent_id,
-       'subject_type', e.subject_type, 'subject_id', e.subject_id)::text)) FROM e`,
+    `INSERT INTO system_events (tenant_id, agent_id, event_type, subject_type, subject_id, data, request_id)
+     SELECT r.tenant_id, r.agent_id, r.event_type, r.subject_type, r.subject_id, r.data, $2
+       FROM jsonb_to_recordset($1::jsonb) AS r(tenant_id text, agent_id uuid, event_type text, subject_type text, subject_id text, data jsonb)`,
     [JSON.stringify(rows), currentContext().request_id ?? null],
   );
+  tx.notifyAfterCommit(EVENTS_CHANNEL);
 }

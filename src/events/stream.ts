@@ -4,8 +4,7 @@ import { logger } from '../telemetry/index.js';
 import { Client, type ClientHost, type EventFilter } from './client.js';
 import { Horizon } from './horizon.js';
 
-/** NOTIFY channel of `recordEvent()` (repeated here so this file does not import index.ts). */
-const CHANNEL = 'fabric_events';
+import { EVENTS_CHANNEL as CHANNEL } from './channel.js';
 
 export interface EventHubOptions {
   /** Interval of the `: keepalive` comment; each tick also rescans, covering a NOTIFY lost on reconnect (default 15 000). */

@@ -142,6 +142,6 @@ export async function submitTasks(tx: Tx, actor: Principal, inputs: readonly Sub
       data: { status: t.status, revision: t.revision, type: t.type, priority: t.priority, ...(t.error ? { error: t.error } : {}) },
     })),
   );
-  if (tasks.some((t) => t.status === 'queued')) await tx.query(`SELECT pg_notify('${READY_CHANNEL}', '')`);
+  if (tasks.some((t) => t.status === 'queued')) tx.notifyAfterCommit(READY_CHANNEL);
   return tasks;
 }

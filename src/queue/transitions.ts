@@ -27,7 +27,7 @@ export async function announce(tx: Tx, moved: readonly Moved[]): Promise<void> {
       data: { status: m.status, revision: m.revision, attempt: m.attempts, ...(m.error ? { error: m.error } : {}) },
     })),
   );
-  if (moved.some((m) => m.status === 'queued')) await tx.query(`SELECT pg_notify('${READY_CHANNEL}', '')`);
+  if (moved.some((m) => m.status === 'queued')) tx.notifyAfterCommit(READY_CHANNEL);
 }
 
 const MOVED = 'id, tenant_id, agent_id, status, revision, attempts, error';

@@ -53,6 +53,8 @@ export class Worker {
   private unlisten: (() => Promise<void>) | undefined;
   private stopping = false;
   private wake: (() => void) | undefined;
+  /** Set by a notice that arrived while claiming, so the loop claims again instead of sleeping. */
+  private woken = false;
   private loop: Promise<void> | undefined;
 
   constructor(
@@ -66,7 +68,7 @@ export class Worker {
 
   /** Starts claiming; resolves once subscribed. */
   async start(): Promise<void> {
-    this.unlisten = await this.db.listen(READY_CHANNEL, () => this.wake?.());
+    this.unlisten = await this.db.listen(READY_CHANNEL, () => this.poke());
     const every = (ms: number, fn: () => Promise<unknown>) => {
       const t = setInterval(() => void fn().catch((err: unknown) => logger().warn({ err, worker: this.id }, 'worker housekeeping failed')), ms);
       t.unref();
@@ -78,6 +80,11 @@ export class Worker {
     this.loop = this.claimLoop();
   }
 
+  private poke(): void {
+    this.woken = true;
+    this.wake?.();
+  }
+
   /** Attempts running now. */
   get active(): number {
     return this.running.size;
@@ -86,6 +93,7 @@ export class Worker {
   private async claimLoop(): Promise<void> {
     while (!this.stopping) {
       const free = this.concurrency - this.running.size;
+      this.woken = false;
       let claimed: ClaimedTask[] = [];
       if (free > 0) {
         try {
@@ -96,6 +104,7 @@ export class Worker {
         for (const c of claimed) this.startAttempt(c);
       }
       if (claimed.length > 0 && claimed.length === free) continue;
+      if (this.woken) continue; // work was announced while we were claiming
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, this.options.pollIntervalMs ?? 1000);
         this.wake = () => {
@@ -119,7 +128,7 @@ export class Worker {
         .finally(() => {
           clearTimeout(timeout);
           this.running.delete(claim.task.id);
-          this.wake?.();
+          this.poke();
         }),
     );
     this.running.set(claim.task.id, { claim, controller, done });
