@@ -64,7 +64,10 @@ export async function openPglite(options: PgliteOptions = {}): Promise<Db & { du
       assertChannelName(channel);
       await inTurn(() => pg.query('SELECT pg_notify($1, $2)', [channel, payload]));
     },
-    notifySoon: coalescedNotifier((channel) => inTurn(async () => void (await pg.query('SELECT pg_notify($1, $2)', [channel, ''])))),
+    notifySoon: coalescedNotifier(
+      (channel) => inTurn(async () => void (await pg.query('SELECT pg_notify($1, $2)', [channel, '']))),
+      () => pg.closed,
+    ),
     async dump() {
       return pg.dumpDataDir('none');
     },

@@ -150,7 +150,10 @@ export async function openPostgres(options: PostgresOptions): Promise<Db> {
       assertChannelName(channel);
       await pool.query('SELECT pg_notify($1, $2)', [channel, payload]);
     },
-    notifySoon: coalescedNotifier(async (channel) => void (await pool.query('SELECT pg_notify($1, $2)', [channel, '']))),
+    notifySoon: coalescedNotifier(
+      async (channel) => void (await pool.query('SELECT pg_notify($1, $2)', [channel, ''])),
+      () => closing,
+    ),
     async close() {
       closing = true;
       const client = await listenClient?.catch(() => undefined);

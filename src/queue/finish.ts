@@ -160,3 +160,41 @@ export async function releaseAttempt(db: Db, claim: ClaimedTask, options: QueueO
     { name: 'release attempt' },
   );
 }
+
+/**
+ * Records many completed attempts in one transaction (a busy worker's completions, batched):
+ * the same fencing as finishAttempt, per task. Returns one result per item, in order.
+ */
+export async function finishCompletedBatch(db: Db, items: readonly { claim: ClaimedTask; result: unknown }[], options: QueueOptions): Promise<FinishResult[]> {
+  if (items.length === 0) return [];
+  return withTransaction(
+    db,
+    async (tx) => {
+      const rows = items.map((i) => ({ id: i.claim.task.id, attempt: i.claim.attempt, worker: i.claim.workerId, result: i.result ?? null }));
+      const r = await tx.query<Moved & { has_dependents: boolean }>(
+        `WITH done AS (
+           UPDATE tasks t SET status = 'completed', revision = t.revision + 1, lease_owner = NULL, lease_expires_at = NULL,
+                  updated_at = now(), result = c.result, error = NULL, finished_at = now(), ready_at = NULL, sort_key = NULL
+             FROM jsonb_to_recordset($1::jsonb) AS c(id uuid, attempt int, worker text, result jsonb)
+            WHERE t.id = c.id AND t.status = 'running' AND t.attempts = c.attempt AND t.lease_owner = c.worker
+            RETURNING t.id, t.tenant_id, t.agent_id, t.status, t.revision, t.attempts, t.error
+         ), attempts AS (
+           UPDATE task_attempts a SET finished_at = now(), outcome = 'completed', error = NULL
+             FROM done WHERE a.task_id = done.id AND a.attempt = done.attempts
+         )
+         SELECT done.*, EXISTS (SELECT 1 FROM task_dependencies d WHERE d.depends_on = done.id) AS has_dependents FROM done`,
+        [JSON.stringify(rows)],
+      );
+      const released: Moved[] = [];
+      for (const m of r.rows) if (m.has_dependents) released.push(...(await releaseDependents(tx, m.id, options.agingSeconds)));
+      const moved = r.rows.map(({ has_dependents: _, ...m }) => m);
+      await announce(tx, [...moved, ...released]);
+      const byId = new Map(moved.map((m) => [m.id, m]));
+      return items.map((i) => {
+        const m = byId.get(i.claim.task.id);
+        return m ? { status: m.status, task: m } : { status: 'stale' as const };
+      });
+    },
+    { name: 'finish completed attempts' },
+  );
+}

@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import type { Principal } from '../auth/index.js';
 import type { Tx } from '../db/index.js';
 import { FabricError, notFound } from '../errors/index.js';
-import { recordEvents } from '../events/index.js';
+import { EVENTS_CHANNEL } from '../events/index.js';
+import { currentContext } from '../telemetry/index.js';
 import { READY_CHANNEL, type QueueOptions } from './options.js';
 import { toTask, type TaskRow } from './rows.js';
 import { FAILED_TERMINAL, PRIORITIES, type SubmitTaskBody, type Task, type TaskStatus } from './schemas.js';
@@ -64,7 +65,8 @@ async function dependencyStates(tx: Tx, tenantId: string, ids: string[]): Promis
 
 /**
  * Submits tasks in the caller's transaction, all or nothing: agent locks, depth bounds,
- * dependency checks, the budget seam, task rows, dependency rows and one event per task;
+ * dependency checks, the budget seam, then task rows, claim rows and one event per task in
+ * one statement, and dependency rows;
  * workers are woken at commit.
  */
 export async function submitTasks(tx: Tx, actor: Principal, inputs: readonly SubmitTaskBody[], options: QueueOptions): Promise<Task[]> {
@@ -101,6 +103,7 @@ export async function submitTasks(tx: Tx, actor: Principal, inputs: readonly Sub
       depends_on: t.depends_on,
     };
   });
+  // One round trip writes the tasks, the agents' claim rows and one event per task.
   const inserted = await tx.query<TaskRow>(
     `WITH ins AS (
        INSERT INTO tasks (id, tenant_id, agent_id, type, payload, metadata, priority, status, run_at, ready_at, sort_key,
@@ -114,10 +117,20 @@ export async function submitTasks(tx: Tx, actor: Principal, inputs: readonly Sub
          FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, agent_id uuid, type text, payload jsonb, metadata jsonb, priority smallint,
               status text, run_at timestamptz, timeout_seconds int, retry_on_timeout boolean, max_retries int,
               estimated_tokens bigint, pending_dependencies int, error jsonb)
-       RETURNING *)
+       RETURNING *
+     ), claim_rows AS (
+       INSERT INTO agent_queue_state (agent_id) SELECT DISTINCT agent_id FROM ins ON CONFLICT DO NOTHING
+     ), events AS (
+       INSERT INTO system_events (tenant_id, agent_id, event_type, subject_type, subject_id, data, request_id)
+       SELECT tenant_id, agent_id, 'task.' || status, 'task', id::text,
+              jsonb_strip_nulls(jsonb_build_object('status', status, 'revision', revision, 'type', type,
+                'priority', (ARRAY['critical', 'high', 'normal', 'low'])[priority + 1], 'error', error)), $5
+         FROM ins ORDER BY id
+     )
      SELECT ins.*, NULL::text[] AS depends_on FROM ins`,
-    [JSON.stringify(rows), tenantId, options.agingSeconds, actor.sub],
+    [JSON.stringify(rows), tenantId, options.agingSeconds, actor.sub, currentContext().request_id ?? null],
   );
+  tx.notifyAfterCommit(EVENTS_CHANNEL);
   const withDeps = rows.filter((r) => r.depends_on.length > 0);
   if (withDeps.length > 0) {
     const pairs = withDeps.flatMap((r) => r.depends_on.map((d) => ({ task_id: r.id, depends_on: d })));
@@ -127,21 +140,9 @@ export async function submitTasks(tx: Tx, actor: Principal, inputs: readonly Sub
       [JSON.stringify(pairs)],
     );
   }
-  await tx.query(`INSERT INTO agent_queue_state (agent_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING`, [agentIds]);
   const order = new Map(rows.map((r, i) => [r.id, i]));
   const tasks = inserted.rows.map((row) => toTask({ ...row, depends_on: rows[order.get(row.id)!]!.depends_on }));
   tasks.sort((a, b) => order.get(a.id)! - order.get(b.id)!);
-  await recordEvents(
-    tx,
-    tasks.map((t) => ({
-      tenantId,
-      agentId: t.agent_id,
-      eventType: `task.${t.status}`,
-      subjectType: 'task',
-      subjectId: t.id,
-      data: { status: t.status, revision: t.revision, type: t.type, priority: t.priority, ...(t.error ? { error: t.error } : {}) },
-    })),
-  );
   if (tasks.some((t) => t.status === 'queued')) tx.notifyAfterCommit(READY_CHANNEL);
   return tasks;
 }

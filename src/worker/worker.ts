@@ -7,12 +7,14 @@ import {
   claimTasks,
   DEFAULT_QUEUE_OPTIONS,
   finishAttempt,
+  finishCompletedBatch,
   READY_CHANNEL,
   recoverExpiredLeases,
   releaseAttempt,
   renewLeases,
   type AttemptOutcome,
   type ClaimedTask,
+  type FinishResult,
   type QueueOptions,
 } from '../queue/index.js';
 import { logger, runWithContext, taskClaimLatency, taskDuration, tasksTotal } from '../telemetry/index.js';
@@ -30,6 +32,9 @@ export interface WorkerOptions {
   executor: Executor;
   notifier: Notifier;
 }
+
+/** How long a worker trusts an agent's configuration it read (entrypoint, isolation). */
+const AGENT_CACHE_MS = 2000;
 
 type StopReason = 'cancel' | 'timeout' | 'lease_lost' | 'drain';
 
@@ -49,6 +54,8 @@ export class Worker {
   private readonly concurrency: number;
   private readonly queue: QueueOptions;
   private readonly running = new Map<string, Running>();
+  private readonly agents = new Map<string, { agent: Agent; until: number }>();
+  private completions: { claim: ClaimedTask; result: unknown; resolve: (r: FinishResult) => void; reject: (err: unknown) => void }[] = [];
   private timers: NodeJS.Timeout[] = [];
   private unlisten: (() => Promise<void>) | undefined;
   private stopping = false;
@@ -134,10 +141,20 @@ export class Worker {
     this.running.set(claim.task.id, { claim, controller, done });
   }
 
+  /** The task's agent, re-read at most every AGENT_CACHE_MS (a round trip per attempt otherwise). */
+  private async agentOf(tenantId: string, agentId: string): Promise<Agent> {
+    const hit = this.agents.get(agentId);
+    if (hit && hit.until > Date.now()) return hit.agent;
+    const agent = await getAgent(this.db, tenantId, agentId);
+    if (this.agents.size > 10_000) this.agents.clear();
+    this.agents.set(agentId, { agent, until: Date.now() + AGENT_CACHE_MS });
+    return agent;
+  }
+
   private async runAttempt(claim: ClaimedTask, signal: AbortSignal): Promise<AttemptOutcome> {
     let agent: Agent;
     try {
-      agent = await getAgent(this.db, claim.task.tenant_id, claim.task.agent_id);
+      agent = await this.agentOf(claim.task.tenant_id, claim.task.agent_id);
     } catch (err) {
       if (err instanceof FabricError && err.status === 404)
         return { kind: 'failed', permanent: true, error: { code: 'agent_not_found', message: 'The task\'s agent no longer exists.' } };
@@ -164,7 +181,12 @@ export class Worker {
   private async record(claim: ClaimedTask, outcome: AttemptOutcome, signal: AbortSignal, started: bigint): Promise<void> {
     const reason = signal.aborted ? (signal.reason as StopReason) : undefined;
     if (reason === 'lease_lost') return; // another worker owns the task now: its outcome wins
-    const result = reason === 'drain' ? await releaseAttempt(this.db, claim, this.queue) : await finishAttempt(this.db, claim, outcome, this.queue);
+    const result =
+      reason === 'drain'
+        ? await releaseAttempt(this.db, claim, this.queue)
+        : outcome.kind === 'completed'
+          ? await this.completeSoon(claim, outcome.result)
+          : await finishAttempt(this.db, claim, outcome, this.queue);
     if (result.status === 'stale') return;
     tasksTotal.inc({ agent_id: claim.task.agent_id, status: result.status });
     taskDuration.observe({ status: result.status }, Number(process.hrtime.bigint() - started) / 1e9);
@@ -178,6 +200,24 @@ export class Worker {
         taskId: claim.task.id,
         fields: { attempts: claim.attempt, error: outcome.kind === 'failed' ? outcome.error.message : outcome.kind },
       });
+    }
+  }
+
+  /** Queues a completion; completions that arrive together are recorded in one transaction. */
+  private completeSoon(claim: ClaimedTask, result: unknown): Promise<FinishResult> {
+    return new Promise((resolve, reject) => {
+      this.completions.push({ claim, result, resolve, reject });
+      if (this.completions.length === 1) setImmediate(() => void this.flushCompletions());
+    });
+  }
+
+  private async flushCompletions(): Promise<void> {
+    const batch = this.completions.splice(0);
+    try {
+      const results = await finishCompletedBatch(this.db, batch, this.queue);
+      batch.forEach((b, i) => b.resolve(results[i]!));
+    } catch (err) {
+      for (const b of batch) b.reject(err);
     }
   }
 
