@@ -85,6 +85,15 @@ async function leaveRunning(tx: Tx, row: RunningRow, attemptOutcome: string, nex
 
 const RUNNING_COLUMNS = 'id, tenant_id, agent_id, attempts, attempts_base, max_retries, retry_on_timeout, cancel_requested, timeout_seconds';
 
+/** The task row, locked, if `claim` still holds the current attempt's lease (the fencing check). */
+async function lockOwnAttempt(tx: Tx, claim: ClaimedTask): Promise<RunningRow | undefined> {
+  const r = await tx.query<RunningRow>(
+    `SELECT ${RUNNING_COLUMNS} FROM tasks WHERE id = $1 AND status = 'running' AND attempts = $2 AND lease_owner = $3 FOR UPDATE`,
+    [claim.task.id, claim.attempt, claim.workerId],
+  );
+  return r.rows[0];
+}
+
 /**
  * Records how an attempt ended. Idempotent and fenced: only the worker that holds the
  * current attempt's lease can move the task, so a stale worker (lease lost, task claimed
@@ -94,11 +103,7 @@ export async function finishAttempt(db: Db, claim: ClaimedTask, outcome: Attempt
   return withTransaction(
     db,
     async (tx) => {
-      const r = await tx.query<RunningRow>(
-        `SELECT ${RUNNING_COLUMNS} FROM tasks WHERE id = $1 AND status = 'running' AND attempts = $2 AND lease_owner = $3 FOR UPDATE`,
-        [claim.task.id, claim.attempt, claim.workerId],
-      );
-      const row = r.rows[0];
+      const row = await lockOwnAttempt(tx, claim);
       if (!row) return { status: 'stale' as const };
       const next = decide(row, outcome, options);
       const attemptOutcome = outcome.kind === 'failed' ? 'failed' : outcome.kind;
@@ -146,11 +151,7 @@ export async function releaseAttempt(db: Db, claim: ClaimedTask, options: QueueO
   return withTransaction(
     db,
     async (tx) => {
-      const r = await tx.query<RunningRow>(
-        `SELECT ${RUNNING_COLUMNS} FROM tasks WHERE id = $1 AND status = 'running' AND attempts = $2 AND lease_owner = $3 FOR UPDATE`,
-        [claim.task.id, claim.attempt, claim.workerId],
-      );
-      const row = r.rows[0];
+      const row = await lockOwnAttempt(tx, claim);
       if (!row) return { status: 'stale' as const };
       await tx.query('UPDATE tasks SET attempts_base = attempts_base + 1 WHERE id = $1', [row.id]);
       const error = { code: 'worker_draining', message: 'The worker shut down before the attempt finished; the task was released for another worker.' };
