@@ -237,6 +237,30 @@ describe(`task queue: submit, run, retry, dead letter (${ENGINE})`, () => {
     assert.equal(await countRows(t.db, 'tasks', 'agent_id = $1', [agent]), 1);
   });
 
+  it('ids in upper case work; duplicate depends_on entries count once; cancel needs no body', async () => {
+    const agent = await provisionAgent(t);
+    await t.app.inject({ method: 'PATCH', url: `/api/agents/${agent}`, headers: await t.auth('admin'), payload: { status: 'paused' } });
+    const dep = (await submit(t, { agent_id: agent.toUpperCase(), type: 'echo' })).json().task;
+    assert.equal(dep.agent_id, agent);
+    const res = await submit(t, { agent_id: agent, type: 'echo', depends_on: [dep.id.toUpperCase(), dep.id] });
+    assert.equal(res.statusCode, 201, res.body);
+    assert.deepEqual(res.json().task.depends_on, [dep.id]);
+    const asAgent = await t.auth('agent', { sub: agent.toUpperCase() });
+    assert.equal((await t.app.inject({ method: 'GET', url: `/api/tasks/${dep.id.toUpperCase()}`, headers: asAgent })).statusCode, 200);
+    const cancel = await t.app.inject({ method: 'POST', url: `/api/tasks/${dep.id}/cancel`, headers: await t.auth('operator') });
+    assert.equal(cancel.statusCode, 200, cancel.body);
+    assert.equal((await waitForTask(t, res.json().task.id, terminal)).error?.code, 'dependency_failed');
+  });
+
+  it('deleting an agent cancels its queued work', async () => {
+    const agent = await provisionAgent(t);
+    await t.app.inject({ method: 'PATCH', url: `/api/agents/${agent}`, headers: await t.auth('admin'), payload: { status: 'paused' } });
+    const id = (await submit(t, { agent_id: agent, type: 'echo' })).json().task.id;
+    assert.equal((await t.app.inject({ method: 'DELETE', url: `/api/agents/${agent}`, headers: await t.auth('admin') })).statusCode, 200);
+    const task = await waitForTask(t, id, terminal);
+    assert.deepEqual([task.status, task.error?.code], ['cancelled', 'agent_deleted']);
+  });
+
   it('an agent submits and reads only its own tasks; viewers may not submit', async () => {
     const mine = await provisionAgent(t);
     const other = await provisionAgent(t);
@@ -246,7 +270,8 @@ describe(`task queue: submit, run, retry, dead letter (${ENGINE})`, () => {
     const theirs = await t.app.inject({ method: 'POST', url: '/api/tasks', headers: asAgent, payload: { agent_id: other, type: 'echo' } });
     assert.equal(theirs.statusCode, 403);
     const otherTask = (await submit(t, { agent_id: other, type: 'echo' })).json().task.id;
-    assert.equal((await t.app.inject({ method: 'GET', url: `/api/tasks/${otherTask}`, headers: asAgent })).statusCode, 403);
+    // another agent's task is a 404 to an agent: not even its existence leaks
+    assert.equal((await t.app.inject({ method: 'GET', url: `/api/tasks/${otherTask}`, headers: asAgent })).statusCode, 404);
     assert.equal((await t.app.inject({ method: 'GET', url: `/api/tasks?agent_id=${other}`, headers: asAgent })).statusCode, 403);
     const listed = (await t.app.inject({ method: 'GET', url: '/api/tasks', headers: asAgent })).json().tasks;
     assert.ok(listed.every((x: { agent_id: string }) => x.agent_id === mine));

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { claimTasks, DEFAULT_QUEUE_OPTIONS, finishAttempt, recoverExpiredLeases } from '../src/queue/index.js';
+import { claimTasks, DEFAULT_QUEUE_OPTIONS, finishAttempt, recoverExpiredLeases, releaseAttempt } from '../src/queue/index.js';
 import type { Worker } from '../src/worker/index.js';
 import { startTestApp, type TestApp } from './support/app.js';
 import { ENGINE } from './support/engine.js';
@@ -62,6 +62,31 @@ describe(`scheduling: fairness, priorities, aging, leases (${ENGINE})`, () => {
     } finally {
       await worker.stop(0);
     }
+  });
+
+  it('paused or busy agents never crowd ready agents out of a claim', async () => {
+    const options = { ...DEFAULT_QUEUE_OPTIONS, ...FAST_QUEUE };
+    const paused: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      const a = await provisionAgent(t);
+      await submit(t, { agent_id: a, type: 'work' });
+      paused.push(a);
+    }
+    await t.db.query(`UPDATE agents SET status = 'paused' WHERE id = ANY($1::uuid[])`, [paused]);
+    const ready = await provisionAgent(t);
+    const id = (await submit(t, { agent_id: ready, type: 'work' })).json().task.id;
+    const claimed = await claimTasks(t.db, 'w-starve', 4, options);
+    assert.deepEqual(claimed.map((c) => c.task.id), [id]);
+    await t.db.query(`UPDATE tasks SET status = 'cancelled' WHERE agent_id = ANY($1::uuid[]) OR id = $2`, [paused, id]);
+  });
+
+  it('draining releases a running task unless it was asked to cancel: then it ends cancelled', async () => {
+    const options = { ...DEFAULT_QUEUE_OPTIONS, ...FAST_QUEUE };
+    const agent = await provisionAgent(t);
+    const id = (await submit(t, { agent_id: agent, type: 'work' })).json().task.id;
+    const [claim] = await claimTasks(t.db, 'w-drain', 1, options);
+    await t.app.inject({ method: 'POST', url: `/api/tasks/${id}/cancel`, headers: await t.auth('operator') });
+    assert.equal((await releaseAttempt(t.db, claim!, options)).status, 'cancelled');
   });
 
   it('max_concurrency per agent holds across several workers', async () => {

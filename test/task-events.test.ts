@@ -48,7 +48,7 @@ describe(`a task watched live over SSE (${ENGINE})`, () => {
     const other = await provisionAgent(t);
     const id = (await submit(t, { agent_id: agent, type: 'work' })).json().task.id;
     const res = await fetch(`${base}/api/tasks/${id}/events`, { headers: await t.auth('agent', { sub: other }) });
-    assert.equal(res.status, 403);
+    assert.equal(res.status, 404);
     const mine = await SseStream.open(`${base}/api/tasks/${id}/events`, await t.auth('agent', { sub: agent }));
     try {
       await mine.untilEvents(1);

@@ -70,11 +70,16 @@ export function requireRole(req: FastifyRequest, roles: readonly Role[], doing: 
   return p;
 }
 
+/** UUIDs compare case-insensitively (a token may carry an agent id in upper case). */
+export function sameId(a: string, b: string): boolean {
+  return a.toLowerCase() === b.toLowerCase();
+}
+
 /** The caller, if it is the agent `agentId` itself or a person with one of `roles`; otherwise 403. */
 export function requireSelfOrRole(req: FastifyRequest, agentId: string, roles: readonly Role[], doing: string): Principal {
   const p = principalOf(req);
   if (p.role === 'agent') {
-    if (p.sub !== agentId) throw forbidden(`An agent may only ${doing} for itself (token sub ${p.sub} ≠ ${agentId}).`);
+    if (!sameId(p.sub, agentId)) throw forbidden(`An agent may only ${doing} for itself (token sub ${p.sub} ≠ ${agentId}).`);
     return p;
   }
   return requireRole(req, roles, doing);

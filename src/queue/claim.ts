@@ -25,10 +25,15 @@ const LOCK_READY_AGENTS = `
       FROM ready r WHERE r.agent_id IS NOT NULL
   )
   SELECT s.agent_id, s.last_claimed_at FROM agent_queue_state s
+    JOIN agents a ON a.id = s.agent_id
    WHERE s.agent_id IN (SELECT agent_id FROM ready WHERE agent_id IS NOT NULL)
+     -- only agents that can take a task now: paused, deleted or busy agents must not fill
+     -- the LIMIT and starve the rest
+     AND a.status = 'active' AND a.deleted_at IS NULL
+     AND (SELECT count(*) FROM tasks x WHERE x.agent_id = a.id AND x.status = 'running') < a.max_concurrency
    ORDER BY s.last_claimed_at
    LIMIT $1
-   FOR UPDATE SKIP LOCKED`;
+   FOR UPDATE OF s SKIP LOCKED`;
 
 /**
  * For the locked agents: free concurrency slots, then that many tasks per agent in claim

@@ -59,3 +59,25 @@ export async function retryTask(tx: Tx, tenantId: string, id: string, options: Q
   await announce(tx, [r.rows[0]!]);
   return toTask({ ...r.rows[0]!, depends_on: row.depends_on });
 }
+
+/**
+ * Ends an agent's unfinished work (the agent is being deleted): queued and waiting tasks are
+ * cancelled (their dependents fail), running ones are asked to cancel. Returns how many.
+ */
+export async function cancelAgentTasks(tx: Tx, tenantId: string, agentId: string): Promise<number> {
+  const r = await tx.query<TaskRow>(
+    `UPDATE tasks SET status = 'cancelled', revision = revision + 1, finished_at = now(), updated_at = now(),
+            error = '{"code": "agent_deleted", "message": "The agent was deleted before this task ran."}'
+      WHERE tenant_id = $1 AND agent_id = $2 AND status IN ('queued', 'waiting') RETURNING *`,
+    [tenantId, agentId],
+  );
+  const downstream = [];
+  for (const row of r.rows) downstream.push(...(await failDependents(tx, row.id, 'cancelled')));
+  const running = await tx.query<TaskRow>(
+    `UPDATE tasks SET cancel_requested = true, revision = revision + 1, updated_at = now()
+      WHERE tenant_id = $1 AND agent_id = $2 AND status = 'running' AND NOT cancel_requested RETURNING *`,
+    [tenantId, agentId],
+  );
+  await announce(tx, [...r.rows, ...downstream, ...running.rows]);
+  return r.rows.length + running.rows.length;
+}

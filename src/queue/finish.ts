@@ -153,6 +153,10 @@ export async function releaseAttempt(db: Db, claim: ClaimedTask, options: QueueO
     async (tx) => {
       const row = await lockOwnAttempt(tx, claim);
       if (!row) return { status: 'stale' as const };
+      if (row.cancel_requested) {
+        const cancelled = await leaveRunning(tx, row, 'cancelled', { status: 'cancelled', error: { code: 'cancelled', message: 'The task was cancelled while it ran.' } }, options);
+        return { status: cancelled.status, task: cancelled };
+      }
       await tx.query('UPDATE tasks SET attempts_base = attempts_base + 1 WHERE id = $1', [row.id]);
       const error = { code: 'worker_draining', message: 'The worker shut down before the attempt finished; the task was released for another worker.' };
       const moved = await leaveRunning(tx, row, 'lease_lost', { status: 'queued', error }, options);

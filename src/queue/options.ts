@@ -10,6 +10,8 @@ export interface QueueOptions {
   /** Retry n waits retryBaseSeconds × retryFactor^(n-1): 1 s, 4 s, 16 s by default. */
   retryBaseSeconds: number;
   retryFactor: number;
+  /** Longest wait before a retry, whatever the attempt number. Default 1 h. */
+  maxRetryDelaySeconds: number;
   /** Suggested wait in a 429 queue_full. Default 5 s. */
   queueFullRetryAfterSeconds: number;
   /**
@@ -24,6 +26,7 @@ export const DEFAULT_QUEUE_OPTIONS: QueueOptions = {
   leaseSeconds: 30,
   retryBaseSeconds: 1,
   retryFactor: 4,
+  maxRetryDelaySeconds: 3600,
   queueFullRetryAfterSeconds: 5,
 };
 
@@ -32,5 +35,5 @@ export const READY_CHANNEL = 'fabric_tasks_ready';
 
 /** Delay before retry number `n` (1-based). */
 export function retryDelaySeconds(options: QueueOptions, n: number): number {
-  return options.retryBaseSeconds * options.retryFactor ** (n - 1);
+  return Math.min(options.maxRetryDelaySeconds, options.retryBaseSeconds * options.retryFactor ** (n - 1));
 }

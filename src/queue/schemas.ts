@@ -14,14 +14,22 @@ export const TERMINAL: readonly TaskStatus[] = ['completed', 'failed', 'cancelle
 /** Terminal states that fail the tasks depending on this one. */
 export const FAILED_TERMINAL: readonly TaskStatus[] = ['failed', 'cancelled', 'timed_out', 'dead_lettered'];
 
+/** A UUID in its canonical lowercase form (the database prints them lowercase). */
+export const Uuid = (message = 'ids are UUIDs') => z.uuid(message).transform((s) => s.toLowerCase());
+
 /** What a producer sends for one task. */
 export const SubmitTaskBody = z
   .object({
-    agent_id: z.uuid('agent ids are UUIDs'),
+    agent_id: Uuid('agent ids are UUIDs'),
     type: z.string().min(1).max(200).describe('free-form; handed to the agent program'),
     payload: z.record(z.string(), z.unknown()).default({}),
     priority: Priority.default('normal'),
-    depends_on: z.array(z.uuid()).max(100).default([]).describe('tasks that must complete first'),
+    depends_on: z
+      .array(Uuid('task ids are UUIDs'))
+      .max(100)
+      .default([])
+      .transform((ids) => [...new Set(ids)])
+      .describe('tasks that must complete first'),
     timeout_seconds: z.number().int().min(1).max(7 * 86_400).default(600),
     retry_on_timeout: z.boolean().default(false),
     run_at: z.iso.datetime({ offset: true }).optional().describe('not before this time'),
@@ -76,7 +84,7 @@ export const TaskAttempt = z.object({
 
 export const ListTasksQuery = z
   .object({
-    agent_id: z.uuid().optional(),
+    agent_id: Uuid('agent ids are UUIDs').optional(),
     status: TaskStatus.optional(),
     limit: z.coerce.number().int().min(1).max(500).default(100),
     cursor: z.string().max(200).optional(),

@@ -42,6 +42,8 @@ interface Running {
   claim: ClaimedTask;
   controller: AbortController;
   done: Promise<void>;
+  /** When the lease was last renewed (or claimed): past the lease, another worker may own it. */
+  renewedAt: number;
 }
 
 /**
@@ -128,17 +130,21 @@ export class Worker {
     const controller = new AbortController();
     const timeout = setTimeout(() => controller.abort('timeout' satisfies StopReason), claim.task.timeout_seconds * 1000);
     const started = process.hrtime.bigint();
+    let settled: Promise<unknown> = Promise.resolve();
     const done = runWithContext({ task_id: claim.task.id, agent_id: claim.task.agent_id, tenant_id: claim.task.tenant_id }, () =>
-      this.runAttempt(claim, controller.signal)
+      this.runAttempt(claim, controller.signal, (p) => (settled = p))
         .then((outcome) => this.record(claim, outcome, controller.signal, started))
         .catch((err: unknown) => logger().error({ err }, 'recording a task outcome failed; its lease will expire and it runs again'))
+        // The slot stays taken until the handler itself returns: an in-process handler that
+        // ignores its AbortSignal is still running, and must not let more work in beside it.
+        .then(async () => void (await settled))
         .finally(() => {
           clearTimeout(timeout);
           this.running.delete(claim.task.id);
           this.poke();
         }),
     );
-    this.running.set(claim.task.id, { claim, controller, done });
+    this.running.set(claim.task.id, { claim, controller, done, renewedAt: Date.now() });
   }
 
   /** The task's agent, re-read at most every AGENT_CACHE_MS (a round trip per attempt otherwise). */
@@ -151,7 +157,7 @@ export class Worker {
     return agent;
   }
 
-  private async runAttempt(claim: ClaimedTask, signal: AbortSignal): Promise<AttemptOutcome> {
+  private async runAttempt(claim: ClaimedTask, signal: AbortSignal, track: (executor: Promise<unknown>) => void): Promise<AttemptOutcome> {
     let agent: Agent;
     try {
       agent = await this.agentOf(claim.task.tenant_id, claim.task.agent_id);
@@ -163,10 +169,9 @@ export class Worker {
     }
     const aborted = new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(new Error(String(signal.reason))), { once: true }));
     try {
-      const result = await Promise.race([
-        this.options.executor.run(claim.task, { signal, attempt: claim.attempt, agent, log: (line) => logger().info({ line }, 'task log') }),
-        aborted,
-      ]);
+      const run = this.options.executor.run(claim.task, { signal, attempt: claim.attempt, agent, log: (line) => logger().info({ line }, 'task log') });
+      track(run.catch(() => {}));
+      const result = await Promise.race([run, aborted]);
       return { kind: 'completed', result: result ?? null };
     } catch (err) {
       const reason = signal.aborted ? (signal.reason as StopReason) : undefined;
@@ -224,9 +229,23 @@ export class Worker {
   /** Renews leases; aborts attempts that were cancelled or whose lease was lost. */
   private async heartbeat(): Promise<void> {
     const held = [...this.running.values()].map((r) => ({ id: r.claim.task.id, attempt: r.claim.attempt }));
-    const { cancel, lost } = await renewLeases(this.db, this.id, held, this.queue.leaseSeconds);
-    for (const id of cancel) this.running.get(id)?.controller.abort('cancel' satisfies StopReason);
-    for (const id of lost) this.running.get(id)?.controller.abort('lease_lost' satisfies StopReason);
+    let renewal: Awaited<ReturnType<typeof renewLeases>>;
+    try {
+      renewal = await renewLeases(this.db, this.id, held, this.queue.leaseSeconds);
+    } catch (err) {
+      // Cannot renew (database unreachable, partition): once a lease has run out another
+      // worker may claim the task, so stop our copy rather than run it twice.
+      const expired = Date.now() - this.queue.leaseSeconds * 1000;
+      for (const r of this.running.values()) if (r.renewedAt < expired) r.controller.abort('lease_lost' satisfies StopReason);
+      throw err;
+    }
+    const now = Date.now();
+    for (const h of held) {
+      const r = this.running.get(h.id);
+      if (r && !renewal.lost.has(h.id)) r.renewedAt = now;
+    }
+    for (const id of renewal.cancel) this.running.get(id)?.controller.abort('cancel' satisfies StopReason);
+    for (const id of renewal.lost) this.running.get(id)?.controller.abort('lease_lost' satisfies StopReason);
   }
 
   /**

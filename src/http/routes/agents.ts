@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { MANAGERS, READERS } from '../../auth/index.js';
 import { AgentQuota } from '../../budget/index.js';
 import { withTransaction } from '../../db/index.js';
+import { cancelAgentTasks } from '../../queue/index.js';
 import {
   Agent,
   deleteAgent,
@@ -19,7 +20,7 @@ import { errorResponses } from '../errors.js';
 import type { App, AppDeps } from '../types.js';
 import { createRoute } from './create.js';
 
-const AgentParams = z.object({ id: z.uuid('agent ids are UUIDs') }).strict();
+const AgentParams = z.object({ id: z.uuid('agent ids are UUIDs').transform((s) => s.toLowerCase()) }).strict();
 const AgentEnvelope = z.object({ agent: Agent });
 const Provisioned = z.object({ agent: Agent, quota: AgentQuota });
 const tags = ['agents'];
@@ -82,7 +83,15 @@ export function agentRoutes(app: App, deps: AppDeps, provision: Partial<Provisio
     { schema: { tags, security, summary: 'Soft-delete an agent (audit-logged)', params: AgentParams, response: { 200: AgentEnvelope, ...errorResponses } } },
     async (req) => {
       const actor = requireRole(req, MANAGERS, 'delete agents');
-      const agent = await withTransaction(deps.db, (tx) => deleteAgent(tx, actor, actor.tenantId, req.params.id), { name: 'delete agent' });
+      const agent = await withTransaction(
+        deps.db,
+        async (tx) => {
+          const deleted = await deleteAgent(tx, actor, actor.tenantId, req.params.id);
+          await cancelAgentTasks(tx, actor.tenantId, req.params.id); // its queued work must not wait forever
+          return deleted;
+        },
+        { name: 'delete agent' },
+      );
       return { agent };
     },
   );

@@ -2,9 +2,9 @@ import type { FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { MANAGERS, READERS, type Principal } from '../../auth/index.js';
 import { withTransaction } from '../../db/index.js';
-import { forbidden } from '../../errors/index.js';
-import { ListTasksQuery, QueueStats, SubmitBatchBody, SubmitTaskBody, Task, TaskAttempt } from '../../queue/index.js';
-import { principalOf, requireRole, requireSelfOrRole } from '../auth.js';
+import { forbidden, notFound } from '../../errors/index.js';
+import { ListTasksQuery, QueueStats, SubmitBatchBody, SubmitTaskBody, Task, TaskAttempt, Uuid } from '../../queue/index.js';
+import { principalOf, requireRole, requireSelfOrRole, sameId } from '../auth.js';
 import { errorResponses } from '../errors.js';
 import type { App, AppDeps } from '../types.js';
 import { createRoute } from './create.js';
@@ -12,29 +12,31 @@ import { EventStreamQuery, EventStreamResponse, streamEventsFor } from './events
 
 const tags = ['tasks'];
 const security = [{ bearerAuth: [] }];
-const TaskParams = z.object({ id: z.uuid('task ids are UUIDs') }).strict();
+const TaskParams = z.object({ id: Uuid('task ids are UUIDs') }).strict();
 const TaskEnvelope = z.object({ task: Task });
-const RevisionBody = z
-  .object({ revision: z.number().int().min(1).optional().describe('refuse with 409 revision_conflict unless the task is at this revision') })
-  .strict()
-  .default({});
+// A POST without a body arrives as null: treat it as {}.
+const RevisionBody = z.preprocess(
+  (b) => b ?? {},
+  z.object({ revision: z.number().int().min(1).optional().describe('refuse with 409 revision_conflict unless the task is at this revision') }).strict(),
+);
 const TaskPage = z.object({ tasks: z.array(Task), next_cursor: z.string().nullable() });
 
 /** Submitting is for the agent itself (sub = agent_id) and for admins and operators of its tenant. */
 function mayActFor(req: FastifyRequest, agentIds: readonly string[]): Principal {
   const p = principalOf(req);
   if (p.role === 'agent') {
-    const other = agentIds.find((id) => id !== p.sub);
+    const other = agentIds.find((id) => !sameId(id, p.sub));
     if (other) throw forbidden(`An agent may only submit tasks for itself (token sub ${p.sub} ≠ ${other}).`);
     return p;
   }
   return requireRole(req, MANAGERS, 'submit tasks');
 }
 
-/** For reads: an agent sees only its own tasks; people of the tenant see all. */
+/** For reads: an agent sees only its own tasks (another agent's is a 404: not even its existence leaks); people of the tenant see all. */
 async function readableTask(req: FastifyRequest, deps: AppDeps, id: string) {
   const p = principalOf(req);
   const task = await deps.scheduler.getTask(p.tenantId, id);
+  if (p.role === 'agent' && !sameId(task.agent_id, p.sub)) throw notFound('task', id);
   requireSelfOrRole(req, task.agent_id, READERS, 'read tasks');
   return { p, task };
 }
@@ -75,8 +77,8 @@ export function taskRoutes(app: App, deps: AppDeps): void {
       const p = principalOf(req);
       let agentId = req.query.agent_id;
       if (p.role === 'agent') {
-        if (agentId && agentId !== p.sub) throw forbidden('An agent may only list its own tasks.');
-        agentId = p.sub;
+        if (agentId && !sameId(agentId, p.sub)) throw forbidden('An agent may only list its own tasks.');
+        agentId = p.sub.toLowerCase();
       } else requireRole(req, READERS, 'list tasks');
       return deps.scheduler.listTasks(p.tenantId, { agentId, status: req.query.status, limit: req.query.limit, cursor: req.query.cursor });
     },
@@ -154,7 +156,7 @@ export function taskRoutes(app: App, deps: AppDeps): void {
         tags: ['agents', 'tasks'],
         security,
         summary: "An agent's queue: depth, running, oldest ready age",
-        params: z.object({ id: z.uuid('agent ids are UUIDs') }).strict(),
+        params: z.object({ id: Uuid('agent ids are UUIDs') }).strict(),
         response: { 200: z.object({ queue: QueueStats }), ...errorResponses },
       },
     },
