@@ -176,7 +176,7 @@ export async function finishCompletedBatch(db: Db, items: readonly { claim: Clai
     db,
     async (tx) => {
       const rows = items.map((i) => ({ id: i.claim.task.id, attempt: i.claim.attempt, worker: i.claim.workerId, result: i.result ?? null }));
-      const r = await tx.query<Moved & { has_dependents: boolean }>(
+      const r = await tx.query<Moved>(
         `WITH done AS (
            UPDATE tasks t SET status = 'completed', revision = t.revision + 1, lease_owner = NULL, lease_expires_at = NULL,
                   updated_at = now(), result = c.result, error = NULL, finished_at = now(), ready_at = NULL, sort_key = NULL
@@ -187,12 +187,17 @@ export async function finishCompletedBatch(db: Db, items: readonly { claim: Clai
            UPDATE task_attempts a SET finished_at = now(), outcome = 'completed', error = NULL
              FROM done WHERE a.task_id = done.id AND a.attempt = done.attempts
          )
-         SELECT done.*, EXISTS (SELECT 1 FROM task_dependencies d WHERE d.depends_on = done.id) AS has_dependents FROM done`,
+         SELECT * FROM done`,
         [JSON.stringify(rows)],
       );
+      const moved = r.rows;
+      // A separate statement, so its snapshot includes dependents whose submit committed
+      // while the UPDATE above waited for their FOR SHARE lock on these tasks.
+      const upstream = await tx.query<{ depends_on: string }>('SELECT DISTINCT depends_on FROM task_dependencies WHERE depends_on = ANY($1::uuid[])', [
+        moved.map((m) => m.id),
+      ]);
       const released: Moved[] = [];
-      for (const m of r.rows) if (m.has_dependents) released.push(...(await releaseDependents(tx, m.id, options.agingSeconds)));
-      const moved = r.rows.map(({ has_dependents: _, ...m }) => m);
+      for (const u of upstream.rows) released.push(...(await releaseDependents(tx, u.depends_on, options.agingSeconds)));
       await announce(tx, [...moved, ...released]);
       const byId = new Map(moved.map((m) => [m.id, m]));
       return items.map((i) => {
