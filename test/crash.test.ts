@@ -1,3 +1,4 @@
+import { TERMINAL, type TaskStatus } from '../src/queue/index.js';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -37,7 +38,6 @@ const AGENTS = 12;
 /** How long the fabric gets to bring every task to a terminal state after the burst. */
 const SETTLE_MS = 90_000;
 
-const TERMINAL = ['completed', 'failed', 'cancelled', 'timed_out', 'dead_lettered'];
 
 type Kind = 'serve' | 'worker' | 'api';
 
@@ -251,7 +251,7 @@ describe('crash safety: kill -9 of API and worker processes', { skip: ENGINE !==
     const done = Date.now() + 30_000;
     while (Date.now() < done) {
       status = (await pool.query<{ status: string }>('SELECT status FROM tasks WHERE id = $1', [id])).rows[0]!.status;
-      if (TERMINAL.includes(status)) break;
+      if (TERMINAL.includes(status as TaskStatus)) break;
       await sleep(100);
     }
     assert.equal(status, 'completed', `task ${id} did not complete after its worker was killed\n${describeProc(b)}`);
@@ -373,7 +373,7 @@ describe('crash safety: kill -9 of API and worker processes', { skip: ENGINE !==
     for (;;) {
       const rows = (await pool.query<{ status: string; n: number }>('SELECT status, count(*)::int AS n FROM tasks GROUP BY status ORDER BY status')).rows;
       byStatus = Object.fromEntries(rows.map((r) => [r.status, r.n]));
-      if (rows.every((r) => TERMINAL.includes(r.status))) break;
+      if (rows.every((r) => TERMINAL.includes(r.status as TaskStatus))) break;
       if (Date.now() > settleBy) break;
       await sleep(250);
     }

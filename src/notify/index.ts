@@ -31,7 +31,7 @@ export interface Notifier {
 const COLORS = { info: '#439FE0', warning: '#ECB22E', critical: '#E01E5A' } as const;
 
 /** The Slack-compatible JSON body of an alert. */
-export function slackBody(alert: Alert, channel: string) {
+function slackBody(alert: Alert, channel: string) {
   const fields = Object.entries({
     ...(alert.tenantId ? { tenant: alert.tenantId } : {}),
     ...(alert.agentId ? { agent: alert.agentId } : {}),

@@ -1,5 +1,5 @@
 import type { Notifier, Alert } from '../../src/notify/index.js';
-import type { Task } from '../../src/queue/index.js';
+import { TERMINAL, type Task } from '../../src/queue/index.js';
 import { Worker, type ExecutionContext, type Executor } from '../../src/worker/index.js';
 import type { TestApp } from './app.js';
 
@@ -65,4 +65,4 @@ export async function waitForTask(t: TestApp, id: string, done: (task: Task) => 
   }
 }
 
-export const terminal = (task: Task) => ['completed', 'failed', 'cancelled', 'timed_out', 'dead_lettered'].includes(task.status);
+export const terminal = (task: Task) => TERMINAL.includes(task.status);

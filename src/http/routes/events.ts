@@ -19,7 +19,7 @@ const EVENT_ID = /^\d{1,15}$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** `?last_event_id=`: resume after this event id (the `Last-Event-ID` header wins when both are sent). */
-export const LastEventIdQuery = z.string().regex(EVENT_ID, 'an event id (digits)').describe('resume after this event id; the Last-Event-ID header takes precedence');
+const LastEventIdQuery = z.string().regex(EVENT_ID, 'an event id (digits)').describe('resume after this event id; the Last-Event-ID header takes precedence');
 
 /** Querystring of an SSE route that only resumes (e.g. a task's events); spread it into a stricter object if needed. */
 export const EventStreamQuery = z.object({ last_event_id: LastEventIdQuery.optional() }).strict();
