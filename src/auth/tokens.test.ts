@@ -31,6 +31,14 @@ describe('JWT tokens', () => {
     await rejectsWith('not-a-jwt', 'invalid_token');
   });
 
+  it('a token verified once (and cached) still expires at its exp', async () => {
+    const token = await mintToken(opts, { sub: 'x', role: 'admin', tenant: 'default', ttl: 1 });
+    assert.equal((await verify(token)).sub, 'x');
+    assert.equal((await verify(token)).sub, 'x');
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    await rejectsWith(token, 'token_expired');
+  });
+
   it('refuses tokens without exp or with unknown roles and bad tenant ids', async () => {
     const key = new TextEncoder().encode(opts.secret);
     const base = () => new SignJWT({ role: 'admin', tenant: 'default' }).setProtectedHeader({ alg: 'HS256' }).setSubject('x').setIssuer(opts.issuer).setAudience(opts.audience);

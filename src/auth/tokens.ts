@@ -72,7 +72,10 @@ export function createTokenVerifier(options: TokenOptions): TokenVerifier {
     if (jwks) return jwks(header, token);
     throw new joseErrors.JOSEAlgNotAllowed('no key for this algorithm');
   };
+  const cache = new VerifiedTokens();
   return async (token) => {
+    const hit = cache.get(token);
+    if (hit) return hit;
     let payload: Record<string, unknown>;
     try {
       const verified = await jwtVerify(token, key, { algorithms, issuer: options.issuer, audience: options.audience, requiredClaims: ['sub', 'exp'] });
@@ -84,8 +87,43 @@ export function createTokenVerifier(options: TokenOptions): TokenVerifier {
     if (!claims.success) {
       throw unauthorized('invalid_token', `The token's claims are not valid (${claims.error.issues.map((i) => i.path.join('.') || 'claims').join(', ')}): it needs sub, role (one of ${Role.options.join(', ')}) and tenant.`);
     }
-    return { sub: claims.data.sub, role: claims.data.role, tenantId: claims.data.tenant, claims: payload };
+    const principal = { sub: claims.data.sub, role: claims.data.role, tenantId: claims.data.tenant, claims: payload };
+    cache.set(token, principal, payload);
+    return principal;
   };
+}
+
+type Verified = Principal & { claims: Record<string, unknown> };
+
+/**
+ * Tokens that verified, for a short while: HMAC or RSA verification is about a fifth of the
+ * CPU of a task submit, and a producer sends the same token with every request. An entry
+ * lives until the token's `exp` and at most VERIFIED_TTL_MS, so a key removed from the
+ * identity provider's JWKS stops working within that time. Bounded; oldest entries go first.
+ */
+const VERIFIED_TTL_MS = 60_000;
+const VERIFIED_MAX = 10_000;
+
+class VerifiedTokens {
+  private readonly entries = new Map<string, { principal: Verified; until: number }>();
+
+  get(token: string): Verified | undefined {
+    const e = this.entries.get(token);
+    if (!e) return undefined;
+    if (e.until > Date.now()) return e.principal;
+    this.entries.delete(token);
+    return undefined;
+  }
+
+  set(token: string, principal: Verified, payload: Record<string, unknown>): void {
+    const exp = typeof payload.exp === 'number' ? payload.exp * 1000 : 0;
+    // a token not yet valid (nbf) is not cached: jose refuses it until then
+    if (typeof payload.nbf === 'number' && payload.nbf * 1000 > Date.now()) return;
+    const until = Math.min(exp, Date.now() + VERIFIED_TTL_MS);
+    if (until <= Date.now()) return;
+    if (this.entries.size >= VERIFIED_MAX) this.entries.delete(this.entries.keys().next().value!);
+    this.entries.set(token, { principal, until });
+  }
 }
 
 function verificationError(err: unknown): FabricError {
