@@ -49,7 +49,8 @@ interface StoredRow {
  * Runs a create exactly once per (tenant, idempotency key) for 24 h (FR-08): the key's
  * record commits in the SAME transaction as the rows the create writes, so a failed create
  * leaves no key behind and a concurrent duplicate waits on the key's unique index, then
- * replays the first response with 200. Without a key, `work` simply runs in a transaction.
+ * replays the first response with 200. Without a key, `work` simply runs in a transaction
+ * (or `direct` runs, for a create that is one statement and needs none).
  * `bodyField` also accepts the `idempotency_key` body field (task submission, US-11).
  */
 export async function createOnce<T>(
@@ -58,10 +59,10 @@ export async function createOnce<T>(
   ttlSeconds: number,
   name: string,
   work: (tx: Tx) => Promise<Created<T>>,
-  options: { bodyField?: boolean } = {},
+  options: { bodyField?: boolean; direct?: () => Promise<Created<T>> } = {},
 ): Promise<Created<T>> {
   const key = keyOf(req, options.bodyField ?? false);
-  if (key === undefined) return withTransaction(db, work, { name });
+  if (key === undefined) return options.direct ? options.direct() : withTransaction(db, work, { name });
   const tenantId = principalOf(req).tenantId;
   // The matched route and its params, not the raw URL, so /%61pi/x and /api/x are one request.
   const target = `${req.method} ${req.routeOptions.url} ${canonicalJson(req.params ?? null)}`;

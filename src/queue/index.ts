@@ -4,6 +4,6 @@ export { cancelAgentTasks } from './control.js';
 export { DEFAULT_QUEUE_OPTIONS, READY_CHANNEL, retryDelaySeconds, type QueueOptions } from './options.js';
 export { claimTasks, renewLeases, type ClaimedTask } from './claim.js';
 export { finishAttempt, finishCompletedBatch, releaseAttempt, recoverExpiredLeases, type AttemptOutcome, type FinishResult } from './finish.js';
-export { promoteDueTasks, type Moved } from './transitions.js';
+export type { Moved } from './transitions.js';
 export { getTask, getAttempts, listTasks, queueStats, type ListTasksOptions, type TaskAttemptView } from './queries.js';
 export { trackQueueMetrics } from './metrics.js';

@@ -73,16 +73,3 @@ export async function failDependents(tx: Tx, taskId: string, why: TaskStatus): P
   }
   return failed;
 }
-
-/** Tasks whose run_at has come and that wait on nothing become queued (many workers may run this at once). */
-export async function promoteDueTasks(tx: Tx, agingSeconds: number): Promise<Moved[]> {
-  const r = await tx.query<Moved>(
-    `UPDATE tasks SET status = 'queued', ready_at = now(), sort_key = now() + make_interval(secs => priority * $1::int),
-            revision = revision + 1, updated_at = now()
-      WHERE id IN (SELECT id FROM tasks WHERE status = 'waiting' AND pending_dependencies = 0 AND run_at <= now()
-                    ORDER BY run_at LIMIT 1000 FOR UPDATE SKIP LOCKED)
-      RETURNING ${MOVED}`,
-    [agingSeconds],
-  );
-  return r.rows;
-}

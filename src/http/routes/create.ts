@@ -25,6 +25,11 @@ export interface CreateRouteSpec<B extends z.ZodType, R extends z.ZodType> {
   /** The transaction's name in rollback logs. */
   name: string;
   create: (tx: Tx, actor: Principal, body: z.output<B>) => Promise<z.output<R>>;
+  /**
+   * For a create that is atomic by itself (one statement): used when the request has no
+   * idempotency key, so no transaction is opened around it.
+   */
+  createDirect?: (actor: Principal, body: z.output<B>) => Promise<z.output<R>>;
 }
 
 /** A POST that creates something: role check, idempotency, one transaction, 201. */
@@ -52,7 +57,10 @@ export function createRoute<B extends z.ZodType, R extends z.ZodType>(app: App, 
         deps.config.idempotencyTtlSeconds,
         spec.name,
         async (tx) => ({ status: 201, body: await spec.create(tx, actor, input) }),
-        { bodyField: spec.bodyKey ?? false },
+        {
+          bodyField: spec.bodyKey ?? false,
+          ...(spec.createDirect ? { direct: async () => ({ status: 201, body: await spec.createDirect!(actor, input) }) } : {}),
+        },
       );
       return reply.code(status).send(body);
     },

@@ -55,6 +55,7 @@ export function taskRoutes(app: App, deps: AppDeps): void {
     bodyKey: true,
     name: 'submit task',
     create: async (tx, actor, body) => ({ task: await deps.scheduler.schedule(actor, body, tx) }),
+    createDirect: async (actor, body) => ({ task: await deps.scheduler.schedule(actor, body) }),
   });
 
   createRoute(app, deps, {
@@ -68,6 +69,7 @@ export function taskRoutes(app: App, deps: AppDeps): void {
     authorize: (req, body) => mayActFor(req, body.tasks.map((t) => t.agent_id)),
     name: 'submit task batch',
     create: async (tx, actor, body) => ({ tasks: await deps.scheduler.scheduleBatch(actor, body.tasks, tx) }),
+    createDirect: async (actor, body) => ({ tasks: await deps.scheduler.scheduleBatch(actor, body.tasks) }),
   });
 
   app.get(
