@@ -1,5 +1,6 @@
 import { withTransaction, type Db, type Tx } from '../db/index.js';
-import { retryDelaySeconds, type QueueOptions } from './options.js';
+import { EVENTS_CHANNEL } from '../events/index.js';
+import { READY_CHANNEL, retryDelaySeconds, type QueueOptions } from './options.js';
 import type { ClaimedTask } from './claim.js';
 import { announce, failDependents, releaseDependents, type Moved } from './transitions.js';
 import { FAILED_TERMINAL, type TaskStatus } from './schemas.js';
@@ -167,44 +168,24 @@ export async function releaseAttempt(db: Db, claim: ClaimedTask, options: QueueO
 }
 
 /**
- * Records many completed attempts in one transaction (a busy worker's completions, batched):
- * the same fencing as finishAttempt, per task. Returns one result per item, in order.
+ * Records many completed attempts in one statement (`fabric_complete_tasks`, migration 0004):
+ * the same fencing as finishAttempt, per task, and dependents released. Returns one result per
+ * item, in order.
  */
 export async function finishCompletedBatch(db: Db, items: readonly { claim: ClaimedTask; result: unknown }[], options: QueueOptions): Promise<FinishResult[]> {
   if (items.length === 0) return [];
-  return withTransaction(
-    db,
-    async (tx) => {
-      const rows = items.map((i) => ({ id: i.claim.task.id, attempt: i.claim.attempt, worker: i.claim.workerId, result: i.result ?? null }));
-      const r = await tx.query<Moved>(
-        `WITH done AS (
-           UPDATE tasks t SET status = 'completed', revision = t.revision + 1, lease_owner = NULL, lease_expires_at = NULL,
-                  updated_at = now(), result = c.result, error = NULL, finished_at = now(), ready_at = NULL, sort_key = NULL
-             FROM jsonb_to_recordset($1::jsonb) AS c(id uuid, attempt int, worker text, result jsonb)
-            WHERE t.id = c.id AND t.status = 'running' AND t.attempts = c.attempt AND t.lease_owner = c.worker
-            RETURNING t.id, t.tenant_id, t.agent_id, t.status, t.revision, t.attempts, t.error
-         ), attempts AS (
-           UPDATE task_attempts a SET finished_at = now(), outcome = 'completed', error = NULL
-             FROM done WHERE a.task_id = done.id AND a.attempt = done.attempts
-         )
-         SELECT * FROM done`,
-        [JSON.stringify(rows)],
-      );
-      const moved = r.rows;
-      // A separate statement, so its snapshot includes dependents whose submit committed
-      // while the UPDATE above waited for their FOR SHARE lock on these tasks.
-      const upstream = await tx.query<{ depends_on: string }>('SELECT DISTINCT depends_on FROM task_dependencies WHERE depends_on = ANY($1::uuid[])', [
-        moved.map((m) => m.id),
-      ]);
-      const released: Moved[] = [];
-      for (const u of upstream.rows) released.push(...(await releaseDependents(tx, u.depends_on, options.agingSeconds)));
-      await announce(tx, [...moved, ...released]);
-      const byId = new Map(moved.map((m) => [m.id, m]));
-      return items.map((i) => {
-        const m = byId.get(i.claim.task.id);
-        return m ? { status: m.status, task: m } : { status: 'stale' as const };
-      });
-    },
-    { name: 'finish completed attempts' },
+  const rows = items.map((i) => ({ id: i.claim.task.id, attempt: i.claim.attempt, worker: i.claim.workerId, result: i.result ?? null }));
+  const r = await db.query<{ o_id: string; o_tenant_id: string; o_agent_id: string; o_status: TaskStatus; o_revision: number; o_attempts: number; o_released: number }>(
+    'SELECT * FROM fabric_complete_tasks($1::jsonb, $2)',
+    [JSON.stringify(rows), options.agingSeconds],
   );
+  if (r.rows.length > 0) db.notifySoon(EVENTS_CHANNEL);
+  if (r.rows.some((row) => row.o_released > 0)) db.notifySoon(READY_CHANNEL);
+  const byId = new Map<string, Moved>(
+    r.rows.map((m) => [m.o_id, { id: m.o_id, tenant_id: m.o_tenant_id, agent_id: m.o_agent_id, status: m.o_status, revision: m.o_revision, attempts: m.o_attempts }]),
+  );
+  return items.map((i) => {
+    const m = byId.get(i.claim.task.id);
+    return m ? { status: m.status, task: m } : { status: 'stale' as const };
+  });
 }

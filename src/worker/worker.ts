@@ -56,7 +56,9 @@ export class Worker {
   private readonly concurrency: number;
   private readonly queue: QueueOptions;
   private readonly running = new Map<string, Running>();
-  private readonly agents = new Map<string, { agent: Agent; until: number }>();
+  private readonly agents = new Map<string, { agent: Promise<Agent>; until: number }>();
+  /** Outcomes being recorded (the attempt's slot is already free). */
+  private readonly recording = new Set<Promise<void>>();
   private completions: { claim: ClaimedTask; result: unknown; resolve: (r: FinishResult) => void; reject: (err: unknown) => void }[] = [];
   private timers: NodeJS.Timeout[] = [];
   private unlisten: (() => Promise<void>) | undefined;
@@ -131,29 +133,40 @@ export class Worker {
     const timeout = setTimeout(() => controller.abort('timeout' satisfies StopReason), claim.task.timeout_seconds * 1000);
     const started = process.hrtime.bigint();
     let settled: Promise<unknown> = Promise.resolve();
-    const done = runWithContext({ task_id: claim.task.id, agent_id: claim.task.agent_id, tenant_id: claim.task.tenant_id }, () =>
-      this.runAttempt(claim, controller.signal, (p) => (settled = p))
-        .then((outcome) => this.record(claim, outcome, controller.signal, started))
-        .catch((err: unknown) => logger().error({ err }, 'recording a task outcome failed; its lease will expire and it runs again'))
-        // The slot stays taken until the handler itself returns: an in-process handler that
-        // ignores its AbortSignal is still running, and must not let more work in beside it.
+    runWithContext({ task_id: claim.task.id, agent_id: claim.task.agent_id, tenant_id: claim.task.tenant_id }, () => {
+      const outcome = this.runAttempt(claim, controller.signal, (p) => (settled = p));
+      // The slot is free once the handler itself has returned — an in-process handler that
+      // ignores its AbortSignal is still running and must not let more work in beside it —
+      // and not only once the outcome is committed: the next claim overlaps the commit.
+      const handlerDone = outcome
         .then(async () => void (await settled))
         .finally(() => {
           clearTimeout(timeout);
           this.running.delete(claim.task.id);
           this.poke();
-        }),
-    );
-    this.running.set(claim.task.id, { claim, controller, done, renewedAt: Date.now() });
+        });
+      const recorded = outcome
+        .then((o) => this.record(claim, o, controller.signal, started))
+        .catch((err: unknown) => logger().error({ err }, 'recording a task outcome failed; its lease will expire and it runs again'));
+      this.recording.add(recorded);
+      void recorded.finally(() => this.recording.delete(recorded));
+      this.running.set(claim.task.id, { claim, controller, done: Promise.all([handlerDone, recorded]).then(() => {}), renewedAt: Date.now() });
+    });
   }
 
-  /** The task's agent, re-read at most every AGENT_CACHE_MS (a round trip per attempt otherwise). */
-  private async agentOf(tenantId: string, agentId: string): Promise<Agent> {
+  /**
+   * The task's agent, re-read at most every AGENT_CACHE_MS (a round trip per attempt
+   * otherwise). Attempts of one agent that start together share one read.
+   */
+  private agentOf(tenantId: string, agentId: string): Promise<Agent> {
     const hit = this.agents.get(agentId);
     if (hit && hit.until > Date.now()) return hit.agent;
-    const agent = await getAgent(this.db, tenantId, agentId);
+    const agent = getAgent(this.db, tenantId, agentId);
     if (this.agents.size > 10_000) this.agents.clear();
-    this.agents.set(agentId, { agent, until: Date.now() + AGENT_CACHE_MS });
+    const entry = { agent, until: Date.now() + AGENT_CACHE_MS };
+    this.agents.set(agentId, entry);
+    // a failed read is not cached
+    agent.catch(() => this.agents.get(agentId) === entry && this.agents.delete(agentId));
     return agent;
   }
 
@@ -256,7 +269,7 @@ export class Worker {
     this.stopping = true;
     this.wake?.();
     await this.loop;
-    const all = () => Promise.all([...this.running.values()].map((r) => r.done));
+    const all = () => Promise.all([...[...this.running.values()].map((r) => r.done), ...this.recording]);
     const drained = await Promise.race([all().then(() => true), new Promise<false>((r) => setTimeout(() => r(false), drainTimeoutMs).unref())]);
     if (!drained) {
       for (const r of this.running.values()) r.controller.abort('drain' satisfies StopReason);
