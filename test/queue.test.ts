@@ -227,6 +227,15 @@ describe(`task queue: submit, run, retry, dead letter (${ENGINE})`, () => {
     assert.equal(await countRows(t.db, 'tasks', 'agent_id = $1', [agent]), 100);
   });
 
+  it('concurrent submits racing for the last slots never pass max_queue_depth', async () => {
+    const agent = await provisionAgent(t, { max_queue_depth: 10 });
+    await t.app.inject({ method: 'PATCH', url: `/api/agents/${agent}`, headers: await t.auth('admin'), payload: { status: 'paused' } });
+    const results = await Promise.all(Array.from({ length: 40 }, () => submit(t, { agent_id: agent, type: 'echo' })));
+    const codes = results.map((r) => r.statusCode).sort();
+    assert.deepEqual([codes.filter((c) => c === 201).length, codes.filter((c) => c === 429).length], [10, 30]);
+    assert.equal(await countRows(t.db, 'tasks', 'agent_id = $1', [agent]), 10);
+  });
+
   it('idempotency_key in the body: a duplicate within 24 h returns 200 with the original, no new task', async () => {
     const agent = await provisionAgent(t);
     const body = { agent_id: agent, type: 'echo', idempotency_key: 'task-key-1' };
