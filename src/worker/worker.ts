@@ -149,7 +149,11 @@ export class Worker {
         .then((o) => this.record(claim, o, controller.signal, started))
         .catch((err: unknown) => logger().error({ err }, 'recording a task outcome failed; its lease will expire and it runs again'));
       this.recording.add(recorded);
-      void recorded.finally(() => this.recording.delete(recorded));
+      // the commit frees the agent's concurrency slot in the database: claim again then too
+      void recorded.finally(() => {
+        this.recording.delete(recorded);
+        this.poke();
+      });
       this.running.set(claim.task.id, { claim, controller, done: Promise.all([handlerDone, recorded]).then(() => {}), renewedAt: Date.now() });
     });
   }
