@@ -12,6 +12,7 @@ import { handleError } from './errors.js';
 import { agentRoutes } from './routes/agents.js';
 import { eventRoutes } from './routes/events.js';
 import { systemRoutes } from './routes/system.js';
+import { sessionRoutes } from './routes/sessions.js';
 import { taskRoutes } from './routes/tasks.js';
 import { tenancyRoutes } from './routes/tenancy.js';
 import type { App, AppDeps } from './types.js';
@@ -98,6 +99,7 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   agentRoutes(app, deps, options.provision);
   eventRoutes(app, deps, options.events);
   taskRoutes(app, deps);
+  sessionRoutes(app, deps);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
 }

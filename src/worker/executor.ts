@@ -27,7 +27,16 @@ export interface ExecutionContext {
 /** Runs one attempt of a task and resolves to its JSON result; throws to fail it. */
 export interface Executor {
   run(task: Task, ctx: ExecutionContext): Promise<unknown>;
+  /**
+   * The executor stops promptly on abort and has work to finish first (a sandbox kills its
+   * program, keeps artifacts and wipes): the worker waits for `run` to settle, up to
+   * ABORT_SETTLE_MS, before it records the outcome. Otherwise the outcome is recorded at once.
+   */
+  readonly settlesOnAbort?: boolean;
 }
+
+/** Longest a worker waits for a `settlesOnAbort` executor after aborting it. */
+export const ABORT_SETTLE_MS = 30_000;
 
 /** A handler module's export: `export default async function (task, ctx) { … }` (or `export const handle`). */
 export type TaskHandler = (task: Task, ctx: ExecutionContext) => unknown;

@@ -19,7 +19,7 @@ import {
 } from '../queue/index.js';
 import { logger, runWithContext, taskClaimLatency, taskDuration, tasksTotal } from '../telemetry/index.js';
 import { getAgent, type Agent } from '../tenancy/index.js';
-import { PermanentError, type Executor } from './executor.js';
+import { ABORT_SETTLE_MS, PermanentError, type Executor } from './executor.js';
 
 export interface WorkerOptions {
   /** Unique per process; default host-pid-random. */
@@ -184,20 +184,30 @@ export class Worker {
       // a database hiccup is not the task's fault: fail this attempt, retries stay possible
       return { kind: 'failed', error: { code: 'agent_unavailable', message: `Could not read the agent: ${coerceError(err).message}` } };
     }
+    let settledRun: Promise<unknown> = Promise.resolve();
     const aborted = new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(new Error(String(signal.reason))), { once: true }));
     try {
       const run = this.options.executor.run(claim.task, { signal, attempt: claim.attempt, agent, log: (line) => logger().info({ line }, 'task log') });
-      track(run.catch(() => {}));
+      settledRun = run.catch(() => {});
+      track(settledRun);
       const result = await Promise.race([run, aborted]);
       return { kind: 'completed', result: result ?? null };
     } catch (err) {
       const reason = signal.aborted ? (signal.reason as StopReason) : undefined;
+      if (reason && this.options.executor.settlesOnAbort) await this.settled(settledRun);
       if (reason === 'timeout') return { kind: 'timed_out' };
       if (reason === 'cancel') return { kind: 'cancelled' };
       const e = coerceError(err);
       const code = e instanceof PermanentError ? e.code : 'handler_error';
       return { kind: 'failed', permanent: e instanceof PermanentError, error: { code, message: e.message } };
     }
+  }
+
+  /** Waits for an aborted executor to finish its cleanup, at most ABORT_SETTLE_MS. */
+  private async settled(run: Promise<unknown>): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([run, new Promise((resolve) => (timer = setTimeout(resolve, ABORT_SETTLE_MS)))]);
+    clearTimeout(timer);
   }
 
   private async record(claim: ClaimedTask, outcome: AttemptOutcome, signal: AbortSignal, started: bigint): Promise<void> {

@@ -1,0 +1,76 @@
+import fs from 'node:fs';
+
+/** Where things appear inside a `container` sandbox. */
+export const INSIDE = {
+  workspace: '/workspace',
+  code: '/agent',
+  /** The fabric's read-only helpers (egress relay, Node proxy preload). */
+  fabric: '/fabric',
+  /** The session's sockets (egress proxy). */
+  run: '/run/fabric',
+  proxyPort: 3128,
+} as const;
+
+export interface CommandSpec {
+  level: 'process' | 'container';
+  /** The agent's command, e.g. ["node", "agent.js"]. */
+  command: readonly string[];
+  /** Host path of the session's workspace. */
+  workspace: string;
+  /** Host path of the agent's code (read-only), if it has one. */
+  codeDir?: string | undefined;
+  /** Host dir holding the session's sockets (container). */
+  runDir: string;
+  /** Host dir of the fabric's sandbox helpers (container). */
+  helpersDir: string;
+  /** Environment the agent sees, and nothing else. */
+  env: Record<string, string>;
+  /** cgroup.procs files the sandbox joins before its program starts. */
+  cgroupProcs: readonly string[];
+}
+
+/** What to spawn (as the session's uid): the file, its arguments, environment and working directory. */
+export interface SpawnPlan {
+  file: string;
+  args: string[];
+  env: Record<string, string>;
+  cwd: string;
+}
+
+/**
+ * Joins the session's cgroups, then execs the rest: the sandbox is limited before its first
+ * instruction (a process moved in after spawn could allocate before it).
+ */
+const JOIN = 'for f in $FABRIC_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done; unset FABRIC_CGROUP_PROCS; exec "$@"';
+
+/** Host paths the container needs read-only besides /usr (only those that exist here). */
+const SYSTEM_RO = ['/etc/alternatives', '/etc/ssl', '/etc/ca-certificates', '/etc/localtime'];
+
+/** bubblewrap arguments: every namespace, a read-only system, only its own /workspace, no capabilities. */
+function bwrapArgs(spec: CommandSpec): string[] {
+  const a = ['--unshare-all', '--unshare-user', '--die-with-parent', '--new-session', '--cap-drop', 'ALL', '--hostname', 'sandbox'];
+  a.push('--ro-bind', '/usr', '/usr');
+  for (const l of ['bin', 'sbin', 'lib', 'lib64', 'lib32']) if (fs.existsSync(`/usr/${l}`)) a.push('--symlink', `usr/${l}`, `/${l}`);
+  for (const p of SYSTEM_RO) if (fs.existsSync(p)) a.push('--ro-bind', p, p);
+  a.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp', '--tmpfs', '/run');
+  a.push('--bind', spec.workspace, INSIDE.workspace);
+  a.push('--ro-bind', spec.helpersDir, INSIDE.fabric);
+  a.push('--bind', spec.runDir, INSIDE.run);
+  if (spec.codeDir) a.push('--ro-bind', spec.codeDir, INSIDE.code);
+  a.push('--chdir', spec.codeDir ? INSIDE.code : INSIDE.workspace);
+  a.push('--clearenv');
+  for (const [k, v] of Object.entries(spec.env)) a.push('--setenv', k, v);
+  // inside: the relay gives the agent its only way out (127.0.0.1:3128 → the egress proxy);
+  // it starts the program once it listens, forwards signals and exits with its status
+  const relay = `exec node ${INSIDE.fabric}/relay.cjs ${INSIDE.run}/egress.sock ${INSIDE.proxyPort} -- "$@"`;
+  a.push('--', '/bin/sh', '-c', relay, 'fabric-sandbox', ...spec.command);
+  return a;
+}
+
+export function spawnPlan(spec: CommandSpec, bwrap: string): SpawnPlan {
+  const join = { FABRIC_CGROUP_PROCS: spec.cgroupProcs.join(' ') };
+  if (spec.level === 'process') {
+    return { file: '/bin/sh', args: ['-c', JOIN, 'fabric-sandbox', ...spec.command], env: { ...spec.env, ...join }, cwd: spec.codeDir ?? spec.workspace };
+  }
+  return { file: '/bin/sh', args: ['-c', JOIN, 'fabric-sandbox', bwrap, ...bwrapArgs(spec)], env: { PATH: '/usr/bin:/bin', ...join }, cwd: spec.workspace };
+}

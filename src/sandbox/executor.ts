@@ -1,0 +1,113 @@
+import { randomUUID } from 'node:crypto';
+import path from 'node:path';
+import type { Db } from '../db/index.js';
+import type { Task } from '../queue/index.js';
+import { logger } from '../telemetry/index.js';
+import { PermanentError, type ExecutionContext, type Executor } from '../worker/index.js';
+import { runSession, type SessionHost, type SessionOutcome } from './session.js';
+import { recordSessionEnd, recordSessionStart, type SessionStatus } from './sessions.js';
+import type { UidPool } from './uids.js';
+
+export interface SandboxExecutorOptions {
+  db: Db;
+  workerId: string;
+  /** Runs `isolation: none` agents (trusted, in-process). */
+  inProcess: Executor;
+  uids: UidPool;
+  /** Where sessions live and what the host offers; `artifactsDir` is the root of every task's artifacts. */
+  host: Omit<SessionHost, 'onLog' | 'onEgress'>;
+  /** The fabric's API as the sandbox reaches it (through its egress proxy), e.g. http://127.0.0.1:8787. */
+  apiUrl: string;
+  /** Session credentials: a JWT with sub = agent id, sid = session id, role agent, expiring with the task's timeout. */
+  mintSessionToken(claims: { agentId: string; tenantId: string; sessionId: string; ttlSeconds: number }): Promise<string>;
+  /** Most processes a sandbox may run at once. Default 64. */
+  pidsLimit?: number;
+}
+
+/** Errors a sandboxed program causes end its attempt with these codes. */
+function failure(out: SessionOutcome, memoryMb: number): Error {
+  if (out.oomKilled) return new Error(`The program ran out of memory (memory_mb ${memoryMb}) and was killed.`);
+  const how = out.signal ? `was killed by ${out.signal}` : `exited with code ${out.exitCode}`;
+  const tail = out.stderrTail.trim().split('\n').slice(-5).join('\n');
+  return new Error(`The program ${how}${tail ? `; stderr ends with:\n${tail}` : '.'}`);
+}
+
+function statusOf(out: SessionOutcome): SessionStatus {
+  if (out.stopped === 'timeout') return 'timed_out';
+  if (out.stopped === 'cancel') return 'cancelled';
+  if (out.stopped) return 'killed';
+  return out.exitCode === 0 ? 'completed' : 'failed';
+}
+
+/**
+ * Runs every attempt of a `process` or `container` agent in a fresh sandbox session (see
+ * session.ts), records the session — its usage, artifacts and wipe evidence — and hands
+ * `none` agents to the in-process executor.
+ */
+export class SandboxExecutor implements Executor {
+  readonly settlesOnAbort = true;
+
+  constructor(private readonly options: SandboxExecutorOptions) {}
+
+  async run(task: Task, ctx: ExecutionContext): Promise<unknown> {
+    const iso = ctx.agent.isolation;
+    if (iso.level === 'none') return this.options.inProcess.run(task, ctx);
+    const command = ctx.agent.entrypoint?.command;
+    if (!Array.isArray(command) || command.length === 0)
+      throw new PermanentError(`Agent ${ctx.agent.id} runs in "${iso.level}" isolation but has no entrypoint.command.`, 'no_command');
+    const codeDir = typeof ctx.agent.entrypoint?.code_dir === 'string' ? ctx.agent.entrypoint.code_dir : undefined;
+    const sessionId = randomUUID();
+    const o = this.options;
+    const token = await o.mintSessionToken({ agentId: task.agent_id, tenantId: task.tenant_id, sessionId, ttlSeconds: task.timeout_seconds });
+    const api = new URL(o.apiUrl);
+    await recordSessionStart(o.db, { id: sessionId, tenantId: task.tenant_id, agentId: task.agent_id, taskId: task.id, attempt: ctx.attempt, workerId: o.workerId, isolation: iso.level });
+    const uid = await o.uids.acquire();
+    let out: SessionOutcome;
+    try {
+      out = await runSession(
+        {
+          id: sessionId,
+          level: iso.level,
+          command: command as string[],
+          codeDir,
+          memoryMb: iso.memory_mb,
+          cpuCores: iso.cpu_cores,
+          pids: o.pidsLimit ?? 64,
+          egress: iso.network_egress,
+          internal: [`${api.hostname}:${api.port || (api.protocol === 'https:' ? 443 : 80)}`],
+          env: {
+            FABRIC_API_URL: o.apiUrl,
+            FABRIC_TOKEN: token,
+            FABRIC_TASK_ID: task.id,
+            FABRIC_SESSION_ID: sessionId,
+            OPENAI_BASE_URL: `${o.apiUrl.replace(/\/$/, '')}/v1`,
+            OPENAI_API_KEY: token,
+          },
+          stdin: JSON.stringify(task),
+          uid,
+          // the worker's own timer aborts at timeout_seconds; this is the backstop
+          timeoutMs: (task.timeout_seconds + 5) * 1000,
+        },
+        {
+          ...o.host,
+          artifactsDir: path.join(o.host.artifactsDir, task.tenant_id, task.agent_id, task.id, String(ctx.attempt)),
+          onLog: (line) => ctx.log(line),
+          onEgress: (d) => {
+            if (!d.allowed) logger().warn({ egress: d, session_id: sessionId }, 'sandbox egress denied');
+          },
+        },
+        ctx.signal,
+      );
+    } catch (err) {
+      await recordSessionEnd(o.db, sessionId, { status: 'error', error: { code: 'sandbox_error', message: (err as Error).message } });
+      throw new Error(`The sandbox could not run: ${(err as Error).message}`);
+    } finally {
+      await o.uids.release(uid);
+    }
+    const status = statusOf(out);
+    const error = status === 'failed' ? { code: out.oomKilled ? 'oom_killed' : 'exit_nonzero', message: failure(out, iso.memory_mb).message } : null;
+    await recordSessionEnd(o.db, sessionId, { status, exitCode: out.exitCode, signal: out.signal, error, usage: out.usage, artifacts: out.artifacts, wipe: out.wipe });
+    if (status === 'completed') return out.result;
+    throw failure(out, iso.memory_mb);
+  }
+}

@@ -1,0 +1,4 @@
+export { SandboxExecutor, type SandboxExecutorOptions } from './executor.js';
+export { detectSandboxHost, missingFor, prepareSandboxRoot, type SandboxHost } from './host.js';
+export { UidPool } from './uids.js';
+export { listSessions, closeOrphanSessions, type SessionRecord } from './sessions.js';

@@ -1,0 +1,149 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { mintToken } from '../src/auth/index.js';
+import { detectSandboxHost, missingFor, prepareSandboxRoot, SandboxExecutor, UidPool } from '../src/sandbox/index.js';
+import { InProcessExecutor, type Worker } from '../src/worker/index.js';
+import { startTestApp, tokenOptions, type TestApp } from './support/app.js';
+import { ENGINE } from './support/engine.js';
+import { provisionAgent, startWorker, submit, terminal, waitForTask } from './support/queue.js';
+
+/** The parts of a session record (GET /api/agents/:id/sessions) the tests read. */
+interface Session {
+  status: string;
+  artifacts: { name: string; size: number }[];
+  wipe: { verified: boolean; files: number };
+  usage: { wallSeconds: number; peakMemoryBytes: number; oomKilled: boolean };
+  error: { code: string };
+}
+
+const host = detectSandboxHost();
+const skip = missingFor('container', host);
+
+/** Agent programs, written to a world-readable code dir (mounted read-only at /agent). */
+const PROGRAMS: Record<string, string> = {
+  'echo.js': `
+    const fs = require('fs');
+    const task = JSON.parse(fs.readFileSync(0, 'utf8'));
+    const ws = process.env.FABRIC_WORKSPACE;
+    fs.writeFileSync(ws + '/out/report.txt', 'hello from ' + task.id);
+    console.error('working on', task.type);
+    fs.writeFileSync(ws + '/result.json', JSON.stringify({ payload: task.payload, uid: process.getuid(), cwd: process.cwd(),
+      env: Object.keys(process.env).sort(), token: (process.env.FABRIC_TOKEN || '').split('.').length }));`,
+  'sleeper.js': `
+    const fs = require('fs');
+    fs.writeFileSync(process.env.FABRIC_WORKSPACE + '/out/partial.txt', 'written before the timeout');
+    setTimeout(() => {}, 60000);`,
+  'escape.js': `
+    const fs = require('fs'); const net = require('net'); const dns = require('dns');
+    const attempt = (f) => { try { return 'ALLOWED: ' + String(f()).slice(0, 80); } catch (e) { return 'blocked: ' + e.code; } };
+    const r = {
+      read_root: attempt(() => fs.readdirSync('/root')),
+      read_data_dir: attempt(() => fs.readdirSync(__DATA_DIR__)),
+      read_sessions: attempt(() => fs.readdirSync(__SESSIONS_DIR__)),
+      write_usr: attempt(() => fs.writeFileSync('/usr/pwned', 'x')),
+      write_agent_code: attempt(() => fs.writeFileSync('/agent/pwned', 'x')),
+      host_processes: fs.readdirSync('/proc').filter((p) => /^\\d+$/.test(p)).length,
+      uid: process.getuid(),
+    };
+    const tcp = new Promise((res) => { const s = net.connect(5432, '127.0.0.1'); s.on('connect', () => res('ALLOWED')); s.on('error', (e) => res('blocked: ' + e.code)); });
+    const lookup = new Promise((res) => dns.lookup('example.com', (e, a) => res(e ? 'blocked: ' + e.code : 'ALLOWED: ' + a)));
+    Promise.all([tcp, lookup]).then(([t, d]) => { r.direct_tcp = t; r.dns = d; fs.writeFileSync('/workspace/result.json', JSON.stringify(r)); });`,
+  'memhog.js': `const keep = []; for (;;) keep.push(Buffer.alloc(16 * 1024 * 1024, 1));`,
+};
+
+describe(`sandboxed execution (${ENGINE})`, { skip }, () => {
+  let t: TestApp;
+  let worker: Worker;
+  let root: string;
+  let codeDir: string;
+  before(async () => {
+    t = await startTestApp();
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'fabric-sandbox-test-'));
+    codeDir = path.join(root, 'code');
+    fs.mkdirSync(codeDir, { mode: 0o755 });
+    fs.chmodSync(root, 0o755);
+    const dirs = prepareSandboxRoot(path.join(root, 'sandbox'));
+    for (const [name, src] of Object.entries(PROGRAMS)) {
+      const text = src.replace('__DATA_DIR__', JSON.stringify(t.config.dataDir)).replace('__SESSIONS_DIR__', JSON.stringify(dirs.sessionsDir));
+      fs.writeFileSync(path.join(codeDir, name), text, { mode: 0o644 });
+    }
+    const executor = new SandboxExecutor({
+      db: t.db,
+      workerId: 'test-worker',
+      inProcess: new InProcessExecutor({ root: process.cwd() }),
+      uids: new UidPool(dirs.uidsDir, 300_000, 100),
+      host: { ...dirs, bwrap: host.bwrap, cgroups: host.cgroups, tmpfsMb: 64, artifactsDir: path.join(root, 'artifacts') },
+      apiUrl: 'http://127.0.0.1:8787',
+      mintSessionToken: (c) => mintToken(tokenOptions, { sub: c.agentId, role: 'agent', tenant: c.tenantId, ttl: c.ttlSeconds, extra: { sid: c.sessionId } }),
+    });
+    worker = await startWorker(t, executor);
+  });
+  after(async () => {
+    await worker?.stop(1000);
+    await t?.close();
+    if (root) fs.rmSync(root, { recursive: true, force: true });
+  });
+
+  const agent = (level: 'process' | 'container', program: string, extra: Record<string, unknown> = {}) =>
+    provisionAgent(t, { isolation: { level, memory_mb: 128, ...extra }, entrypoint: { command: ['node', path.join(level === 'container' ? '/agent' : codeDir, program)], code_dir: codeDir } });
+
+  const sessions = async (agentId: string) =>
+    (await t.app.inject({ method: 'GET', url: `/api/agents/${agentId}/sessions`, headers: await t.auth('admin') })).json().sessions as Session[];
+
+  for (const level of ['process', 'container'] as const) {
+    it(`${level}: the task arrives on stdin, result.json is the result, out/ is kept, the workspace is wiped with evidence`, async () => {
+      const id = await agent(level, 'echo.js');
+      const task = (await submit(t, { agent_id: id, type: 'echo', payload: { n: 7 } })).json().task;
+      const done = await waitForTask(t, task.id, terminal, 20_000);
+      assert.equal(done.status, 'completed', JSON.stringify(done.error));
+      const result = done.result as { payload: unknown; uid: number; env: string[]; token: number };
+      assert.deepEqual(result.payload, { n: 7 });
+      assert.ok(result.uid >= 300_000, `runs as its own unprivileged uid, got ${result.uid}`);
+      for (const k of ['FABRIC_API_URL', 'FABRIC_TOKEN', 'FABRIC_TASK_ID', 'OPENAI_BASE_URL', 'OPENAI_API_KEY']) assert.ok(result.env.includes(k), k);
+      assert.ok(!result.env.includes('DATABASE_URL') && !result.env.includes('FABRIC_JWT_SECRET'), 'a clean environment');
+      assert.equal(result.token, 3);
+      const [s] = await sessions(id);
+      assert.equal(s!.status, 'completed');
+      assert.deepEqual(s!.artifacts, [{ name: 'report.txt', size: `hello from ${task.id}`.length }]);
+      assert.equal(s!.wipe.verified, true);
+      assert.ok(s!.wipe.files >= 2, 'the wipe counted the result and the artifact');
+      assert.ok(s!.usage.wallSeconds > 0 && s!.usage.peakMemoryBytes > 0);
+    });
+  }
+
+  it('timeout: a program that sleeps past timeout_seconds is killed, ends timed_out, and keeps what it wrote to out/', async () => {
+    const id = await agent('container', 'sleeper.js');
+    const task = (await submit(t, { agent_id: id, type: 'sleep', timeout_seconds: 1 })).json().task;
+    const done = await waitForTask(t, task.id, terminal, 20_000);
+    assert.equal(done.status, 'timed_out');
+    const [s] = await sessions(id);
+    assert.equal(s!.status, 'timed_out');
+    assert.deepEqual(s!.artifacts.map((a: { name: string }) => a.name), ['partial.txt']);
+    assert.equal(fs.readFileSync(path.join(root, 'artifacts', done.tenant_id, id, task.id, '1', 'partial.txt'), 'utf8'), 'written before the timeout');
+    assert.equal(s!.wipe.verified, true);
+  });
+
+  it('memory: allocating past memory_mb is killed and recorded as oom_killed', async () => {
+    const id = await agent('container', 'memhog.js', { memory_mb: 64 });
+    const task = (await submit(t, { agent_id: id, type: 'hog', max_retries: 0 })).json().task;
+    const done = await waitForTask(t, task.id, terminal, 30_000);
+    assert.equal(done.status, 'dead_lettered');
+    const [s] = await sessions(id);
+    assert.equal(s!.error.code, 'oom_killed');
+    assert.equal(s!.usage.oomKilled, true);
+  });
+
+  it('escape attempts from a container are blocked', async () => {
+    const id = await agent('container', 'escape.js');
+    const task = (await submit(t, { agent_id: id, type: 'escape' })).json().task;
+    const done = await waitForTask(t, task.id, terminal, 20_000);
+    assert.equal(done.status, 'completed', JSON.stringify(done.error));
+    const r = done.result as Record<string, string | number>;
+    for (const k of ['read_root', 'read_data_dir', 'read_sessions', 'write_usr', 'write_agent_code', 'direct_tcp', 'dns'])
+      assert.match(String(r[k]), /^blocked/, `${k}: ${r[k]}`);
+    assert.ok(Number(r.host_processes) <= 4, `sees only its own processes, saw ${r.host_processes}`);
+  });
+});
