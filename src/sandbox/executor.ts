@@ -27,6 +27,7 @@ export interface SandboxExecutorOptions {
 /** Errors a sandboxed program causes end its attempt with these codes. */
 function failure(out: SessionOutcome, memoryMb: number): Error {
   if (out.oomKilled) return new Error(`The program ran out of memory (memory_mb ${memoryMb}) and was killed.`);
+  if (out.resultError) return new Error(`The program exited 0 but ${out.resultError}`);
   const how = out.signal ? `was killed by ${out.signal}` : `exited with code ${out.exitCode}`;
   const tail = out.stderrTail.trim().split('\n').slice(-5).join('\n');
   return new Error(`The program ${how}${tail ? `; stderr ends with:\n${tail}` : '.'}`);
@@ -36,7 +37,7 @@ function statusOf(out: SessionOutcome): SessionStatus {
   if (out.stopped === 'timeout') return 'timed_out';
   if (out.stopped === 'cancel') return 'cancelled';
   if (out.stopped) return 'killed';
-  return out.exitCode === 0 ? 'completed' : 'failed';
+  return out.exitCode === 0 && !out.resultError ? 'completed' : 'failed';
 }
 
 /**
@@ -105,7 +106,7 @@ export class SandboxExecutor implements Executor {
       await o.uids.release(uid);
     }
     const status = statusOf(out);
-    const error = status === 'failed' ? { code: out.oomKilled ? 'oom_killed' : 'exit_nonzero', message: failure(out, iso.memory_mb).message } : null;
+    const error = status === 'failed' ? { code: out.oomKilled ? 'oom_killed' : out.resultError ? 'invalid_result' : 'exit_nonzero', message: failure(out, iso.memory_mb).message } : null;
     await recordSessionEnd(o.db, sessionId, { status, exitCode: out.exitCode, signal: out.signal, error, usage: out.usage, artifacts: out.artifacts, wipe: out.wipe });
     if (status === 'completed') return out.result;
     throw failure(out, iso.memory_mb);

@@ -53,6 +53,8 @@ export interface SessionOutcome {
   /** Why the session was stopped from outside, if it was. */
   stopped?: 'timeout' | 'cancel' | 'lease_lost' | 'drain' | undefined;
   oomKilled: boolean;
+  /** Set when the program exited 0 but its result.json could not be read: the attempt fails. */
+  resultError?: string | undefined;
   /** Parsed /workspace/result.json, or the last stdout line (JSON if it parses, else the string). */
   result: unknown;
   stderrTail: string;
@@ -183,10 +185,18 @@ export async function runSession(spec: SessionSpec, host: SessionHost, signal: A
       return [];
     });
     let result: unknown = null;
-    if (exitCode === 0 && !stopped) result = await readResult(ws.path, lastStdout);
+    let resultError: string | undefined;
+    if (exitCode === 0 && !stopped) {
+      // an unreadable result is the program's failure, not the sandbox's
+      result = await readResult(ws.path, lastStdout).catch((err: unknown) => {
+        resultError = `result.json is not valid: ${(err as Error).message}`;
+        return null;
+      });
+    }
     const wipe = await ws.wipe();
     return {
       exitCode,
+      resultError,
       signal: sig,
       stopped,
       oomKilled: usage.oomKilled,
@@ -199,7 +209,7 @@ export async function runSession(spec: SessionSpec, host: SessionHost, signal: A
   } finally {
     await proxy?.close().catch(() => {});
     for (const c of cleanups.reverse()) await c().catch(() => {});
-    // the wipe above is the normal path; after an error, wipe what is left
+    // the wipe above is the normal path; after an error this wipes what is left
     await ws.wipe().catch(() => {});
   }
 }

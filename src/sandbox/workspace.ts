@@ -81,7 +81,8 @@ export async function createWorkspace(parent: string, sessionId: string, options
   await fs.mkdir(path.join(ws, 'out'), { mode: 0o700 });
   await fs.chown(path.join(ws, 'out'), options.uid, options.gid);
 
-  const wipe = async (): Promise<WipeEvidence> => {
+  let wiped: Promise<WipeEvidence> | undefined;
+  const wipeOnce = async (): Promise<WipeEvidence> => {
     const started = performance.now();
     const { files, bytes } = await measure(ws);
     let error: string | undefined;
@@ -94,5 +95,7 @@ export async function createWorkspace(parent: string, sessionId: string, options
     const verified = !(await exists(ws)) && !(await exists(dir));
     return { method: tmpfs ? 'tmpfs-unmount' : 'remove', files, bytes, verified, duration_ms: Math.round((performance.now() - started) * 10) / 10, ...(error ? { error } : {}) };
   };
+  // idempotent: the session wipes on its normal path and again, as a safety net, on errors
+  const wipe = () => (wiped ??= wipeOnce());
   return { dir, path: ws, tmpfs, wipe };
 }
