@@ -1,4 +1,4 @@
-import type { Tx } from '../db/index.js';
+import type { Queryable } from '../db/index.js';
 import { currentContext } from '../telemetry/index.js';
 
 /** Who did an administrative action. */
@@ -18,8 +18,8 @@ export interface AuditEntry {
   after?: unknown;
 }
 
-/** Appends an administrative or security event to `audit_log` inside the caller's transaction. */
-export async function recordAudit(tx: Tx, entry: AuditEntry): Promise<void> {
+/** Appends an administrative or security event to `audit_log`, inside the caller's transaction when it has one. */
+export async function recordAudit(tx: Queryable, entry: AuditEntry): Promise<void> {
   await tx.query(
     `INSERT INTO audit_log (tenant_id, actor_sub, actor_role, action, target_type, target_id, before, after, request_id)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,

@@ -1,3 +1,4 @@
+import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 
@@ -15,6 +16,22 @@ export interface QuotaDefaults {
   overagePolicy: 'block' | 'alert_only' | 'allow';
   /** Percent of a limit at which an alert fires. Default 80. */
   alertThresholdPct: number;
+}
+
+/** Where and how `process` and `container` sandboxes run (see README "Sandboxes"). */
+export interface SandboxConfig {
+  /** Host directory for session workspaces, helpers and uid locks. `FABRIC_SANDBOX_DIR`, default <tmpdir>/agent-fabric-sandbox. */
+  dir: string;
+  /** First host uid given to sandboxes. `FABRIC_SANDBOX_UID_BASE`, default 200000. */
+  uidBase: number;
+  /** How many uids (so: concurrent sandboxes per host). `FABRIC_SANDBOX_UID_COUNT`, default 1000. */
+  uidCount: number;
+  /** Size of each session's tmpfs workspace in MB; 0 = plain directories. `FABRIC_SANDBOX_TMPFS_MB`, default 256. */
+  tmpfsMb: number;
+  /** Most processes (and threads) a sandbox may run. `FABRIC_SANDBOX_PIDS_LIMIT`, default 128. */
+  pidsLimit: number;
+  /** The fabric's API as sandboxes reach it (through their egress proxy). `FABRIC_SANDBOX_API_URL`, default this process's own API. */
+  apiUrl: string | undefined;
 }
 
 /** Everything the service reads from its environment, validated once at start. */
@@ -60,6 +77,7 @@ export interface FabricConfig {
   alertWebhookUrl: string | undefined;
   /** Channel named in alert bodies. `FABRIC_ALERT_CHANNEL`, default #fleet-ops. */
   alertChannel: string;
+  sandbox: SandboxConfig;
 }
 
 const int = (min: number) => z.coerce.number().int().min(min);
@@ -85,6 +103,12 @@ const EnvSchema = z.object({
   FABRIC_HANDLERS_DIR: z.string().min(1).default('.'),
   FABRIC_ALERT_WEBHOOK_URL: z.url().optional(),
   FABRIC_ALERT_CHANNEL: z.string().min(1).default('#fleet-ops'),
+  FABRIC_SANDBOX_DIR: z.string().min(1).default(path.join(os.tmpdir(), 'agent-fabric-sandbox')),
+  FABRIC_SANDBOX_UID_BASE: int(1000).max(2 ** 31 - 100_000).default(200_000),
+  FABRIC_SANDBOX_UID_COUNT: int(1).max(100_000).default(1000),
+  FABRIC_SANDBOX_TMPFS_MB: int(0).max(1024 * 1024).default(256),
+  FABRIC_SANDBOX_PIDS_LIMIT: int(8).max(100_000).default(128),
+  FABRIC_SANDBOX_API_URL: z.url().optional(),
   FABRIC_DEFAULT_MONTHLY_TOKEN_LIMIT: int(0).default(1_000_000),
   FABRIC_DEFAULT_MONTHLY_COST_LIMIT_USD: z.coerce.number().min(0).default(100),
   FABRIC_DEFAULT_STORAGE_LIMIT_BYTES: int(0).default(5 * 1024 ** 3),
@@ -134,6 +158,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     handlersDir: path.resolve(e.FABRIC_HANDLERS_DIR),
     alertWebhookUrl: e.FABRIC_ALERT_WEBHOOK_URL,
     alertChannel: e.FABRIC_ALERT_CHANNEL,
+    sandbox: {
+      dir: path.resolve(e.FABRIC_SANDBOX_DIR),
+      uidBase: e.FABRIC_SANDBOX_UID_BASE,
+      uidCount: e.FABRIC_SANDBOX_UID_COUNT,
+      tmpfsMb: e.FABRIC_SANDBOX_TMPFS_MB,
+      pidsLimit: e.FABRIC_SANDBOX_PIDS_LIMIT,
+      apiUrl: e.FABRIC_SANDBOX_API_URL,
+    },
   };
   const merged = { ...config, ...stripUndefined(overrides) };
   if (overrides.dataDir) merged.dataDir = path.resolve(overrides.dataDir);

@@ -334,17 +334,17 @@ export async function createSessionCgroup(support: CgroupSupport, name: string, 
 
 /**
  * Boot cleanup: kills and removes every leftover session cgroup under agent-fabric/ whose name
- * starts with `prefix` (default: all — with several workers on one host, give each its own
- * name prefix so one's boot does not kill another's sessions). Returns how many were removed.
+ * starts with `prefix` (default: all) and that `keep` does not claim (a live session of another
+ * worker on this host). Returns how many were removed.
  */
-export async function cleanupStaleCgroups(support: CgroupSupport, opts: { prefix?: string } = {}): Promise<number> {
+export async function cleanupStaleCgroups(support: CgroupSupport, opts: { prefix?: string; keep?: (name: string) => boolean } = {}): Promise<number> {
   if (support.kind === 'none') return 0;
   const prefix = opts.prefix ?? '';
   const parents = support.kind === 'v2' ? [support.root] : [...new Set([support.memory, support.cpu, support.cpuacct, support.pids])];
   const names = new Set<string>();
   for (const p of parents) {
     const entries = await readdir(path.join(p, PARENT), { withFileTypes: true }).catch(() => []);
-    for (const e of entries) if (e.isDirectory() && NAME.test(e.name) && e.name.startsWith(prefix)) names.add(e.name);
+    for (const e of entries) if (e.isDirectory() && NAME.test(e.name) && e.name.startsWith(prefix) && !opts.keep?.(e.name)) names.add(e.name);
   }
   for (const name of names) await new Session(layout(support, name), name).destroy();
   return names.size;

@@ -1,8 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
+import { recordAudit } from '../audit/index.js';
 import type { Db } from '../db/index.js';
 import type { Task } from '../queue/index.js';
 import { logger } from '../telemetry/index.js';
+import { codeDirProblem } from './code-dir.js';
+import type { EgressDecision } from './egress/index.js';
 import { PermanentError, type ExecutionContext, type Executor } from '../worker/index.js';
 import { runSession, type SessionHost, type SessionOutcome } from './session.js';
 import { recordSessionEnd, recordSessionStart, type SessionStatus } from './sessions.js';
@@ -10,7 +13,6 @@ import type { UidPool } from './uids.js';
 
 export interface SandboxExecutorOptions {
   db: Db;
-  workerId: string;
   /** Runs `isolation: none` agents (trusted, in-process). */
   inProcess: Executor;
   uids: UidPool;
@@ -22,6 +24,29 @@ export interface SandboxExecutorOptions {
   mintSessionToken(claims: { agentId: string; tenantId: string; sessionId: string; ttlSeconds: number }): Promise<string>;
   /** Most processes a sandbox may run at once. Default 64. */
   pidsLimit?: number;
+  /** Why a level cannot run on this host (see missingFor), if it cannot: its tasks fail with isolation_unavailable. */
+  unavailable?: (level: 'process' | 'container') => string | undefined;
+}
+
+/** Egress denials audited one row each per session; past this a flood is summarised in one row. */
+const AUDITED_DENIALS = 50;
+
+/** Writes the session's egress denials to the audit log (who: the agent; target: the session). */
+async function auditDenials(db: Db, task: Task, sessionId: string, denials: EgressDecision[], total: number): Promise<void> {
+  const actor = { sub: task.agent_id, role: 'agent' };
+  for (const d of denials) {
+    await recordAudit(db, {
+      tenantId: task.tenant_id,
+      actor,
+      action: 'sandbox.egress.denied',
+      targetType: 'session',
+      targetId: sessionId,
+      after: { host: d.host, port: d.port, method: d.method, reason: d.reason, at: d.at.toISOString(), task_id: task.id },
+    });
+  }
+  if (total > denials.length) {
+    await recordAudit(db, { tenantId: task.tenant_id, actor, action: 'sandbox.egress.denied', targetType: 'session', targetId: sessionId, after: { more_denials: total - denials.length, task_id: task.id } });
+  }
 }
 
 /** Errors a sandboxed program causes end its attempt with these codes. */
@@ -56,13 +81,19 @@ export class SandboxExecutor implements Executor {
     const command = ctx.agent.entrypoint?.command;
     if (!Array.isArray(command) || command.length === 0)
       throw new PermanentError(`Agent ${ctx.agent.id} runs in "${iso.level}" isolation but has no entrypoint.command.`, 'no_command');
+    const missing = this.options.unavailable?.(iso.level);
+    if (missing) throw new PermanentError(`Agent ${ctx.agent.id} needs "${iso.level}" isolation, which this worker cannot provide: ${missing}.`, 'isolation_unavailable');
     const codeDir = typeof ctx.agent.entrypoint?.code_dir === 'string' ? ctx.agent.entrypoint.code_dir : undefined;
+    const codeProblem = codeDir === undefined ? undefined : await codeDirProblem(codeDir);
+    if (codeProblem) throw new PermanentError(`Agent ${ctx.agent.id}: ${codeProblem}.`, 'code_dir_unreadable');
     const sessionId = randomUUID();
     const o = this.options;
     const token = await o.mintSessionToken({ agentId: task.agent_id, tenantId: task.tenant_id, sessionId, ttlSeconds: task.timeout_seconds });
     const api = new URL(o.apiUrl);
-    await recordSessionStart(o.db, { id: sessionId, tenantId: task.tenant_id, agentId: task.agent_id, taskId: task.id, attempt: ctx.attempt, workerId: o.workerId, isolation: iso.level });
+    await recordSessionStart(o.db, { id: sessionId, tenantId: task.tenant_id, agentId: task.agent_id, taskId: task.id, attempt: ctx.attempt, workerId: ctx.workerId, isolation: iso.level });
     const uid = await o.uids.acquire();
+    const denials: EgressDecision[] = [];
+    let denied = 0;
     let out: SessionOutcome;
     try {
       out = await runSession(
@@ -94,7 +125,9 @@ export class SandboxExecutor implements Executor {
           artifactsDir: path.join(o.host.artifactsDir, task.tenant_id, task.agent_id, task.id, String(ctx.attempt)),
           onLog: (line) => ctx.log(line),
           onEgress: (d) => {
-            if (!d.allowed) logger().warn({ egress: d, session_id: sessionId }, 'sandbox egress denied');
+            if (d.allowed) return;
+            logger().warn({ egress: d, session_id: sessionId, agent_id: task.agent_id, task_id: task.id }, 'sandbox egress denied');
+            if (++denied <= AUDITED_DENIALS) denials.push(d);
           },
         },
         ctx.signal,
@@ -104,6 +137,7 @@ export class SandboxExecutor implements Executor {
       throw new Error(`The sandbox could not run: ${(err as Error).message}`);
     } finally {
       await o.uids.release(uid);
+      if (denied) await auditDenials(o.db, task, sessionId, denials, denied).catch((err: unknown) => logger().error({ err, session_id: sessionId }, 'auditing egress denials failed'));
     }
     const status = statusOf(out);
     const error = status === 'failed' ? { code: out.oomKilled ? 'oom_killed' : out.resultError ? 'invalid_result' : 'exit_nonzero', message: failure(out, iso.memory_mb).message } : null;

@@ -53,13 +53,17 @@ export async function recordSessionEnd(
   );
 }
 
-/** Sessions left `running` by a worker that died: marked `killed` at the next start (their processes and cgroups are gone by then). */
-export async function closeOrphanSessions(db: Db, workerPrefix: string): Promise<number> {
+/**
+ * Sessions still `running` whose attempt has ended — its worker died (the lease expired) or lost
+ * the task — are marked `killed`: their sandbox was killed with the worker (--die-with-parent,
+ * cgroup kill) or by the boot cleanup of its host. Run periodically; returns how many it closed.
+ */
+export async function closeOrphanSessions(db: Db): Promise<number> {
   const r = await db.query(
-    `UPDATE agent_sessions SET status = 'killed', ended_at = now(),
-            error = '{"code": "worker_lost", "message": "The worker running this session stopped; the sandbox was cleaned up at the next start."}'
-      WHERE status = 'running' AND worker_id LIKE $1 || '%'`,
-    [workerPrefix],
+    `UPDATE agent_sessions s SET status = 'killed', ended_at = now(),
+            error = '{"code": "worker_lost", "message": "The worker running this session stopped or lost the task; its sandbox was killed and cleaned up."}'
+       FROM task_attempts a
+      WHERE s.status = 'running' AND a.task_id = s.task_id AND a.attempt = s.attempt AND a.finished_at IS NOT NULL`,
   );
   return r.rowCount ?? 0;
 }

@@ -1,5 +1,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { isProcessAlive } from './reaper.js';
 
 /**
  * Host uids for sandboxes: every live session gets its own unprivileged uid (and gid of the
@@ -43,11 +44,6 @@ export class UidPool {
       const age = Date.now() - (await fs.stat(lock).catch(() => ({ mtimeMs: Date.now() }))).mtimeMs;
       return age > 60_000;
     }
-    try {
-      process.kill(pid, 0);
-      return false;
-    } catch (err) {
-      return (err as NodeJS.ErrnoException).code === 'ESRCH';
-    }
+    return !isProcessAlive(pid);
   }
 }

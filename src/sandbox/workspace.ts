@@ -5,6 +5,9 @@ import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 
+/** In a session dir: the pid of the worker process that owns the session. */
+export const OWNER_FILE = 'owner';
+
 /** What a wipe removed and how it was checked (recorded with the session before the task ends). */
 export interface WipeEvidence {
   method: 'tmpfs-unmount' | 'remove';
@@ -71,6 +74,8 @@ export async function createWorkspace(parent: string, sessionId: string, options
   const dir = path.join(parent, sessionId);
   const ws = path.join(dir, 'workspace');
   await fs.mkdir(dir, { mode: 0o711 });
+  // whose session this is: a worker that starts after a crash removes dirs whose owner is gone
+  await fs.writeFile(path.join(dir, OWNER_FILE), String(process.pid), { mode: 0o600 });
   await fs.mkdir(ws, { mode: 0o700 });
   let tmpfs = false;
   if (options.tmpfsMb) {

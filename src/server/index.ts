@@ -1,12 +1,14 @@
 import { createTokenVerifier, DEFAULT_TENANT_ID, loadOrCreateDevSecret, mintToken, type TokenOptions } from '../auth/index.js';
+import path from 'node:path';
 import { ConfigError, type FabricConfig } from '../config/index.js';
 import { migrate, openDb, type Db } from '../db/index.js';
 import { buildApp, sweepIdempotencyKeys, type App } from '../http/index.js';
 import { createNotifier } from '../notify/index.js';
 import { AgentScheduler } from '../queue/index.js';
+import { startSandboxRuntime, type SandboxRuntime } from '../sandbox/index.js';
 import { ensureDefaultTenant } from '../tenancy/index.js';
 import { createLogger, logger, setLogger } from '../telemetry/index.js';
-import { InProcessExecutor, Worker } from '../worker/index.js';
+import { InProcessExecutor, Worker, type Executor } from '../worker/index.js';
 
 /** dev: everything on the embedded database; serve: the API (+ workers) on PostgreSQL; worker: workers only. */
 export type FabricMode = 'dev' | 'serve' | 'worker';
@@ -46,6 +48,26 @@ export function resolveTokenOptions(config: FabricConfig, mode: FabricMode): { o
   return { options: { ...base, secret }, created, devSecret: true };
 }
 
+/** Where the API listens, as a URL (undefined without an API). */
+function listeningUrl(app: App | undefined, config: FabricConfig): string | undefined {
+  const address = app?.server.address();
+  if (!address || typeof address !== 'object') return undefined;
+  const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${address.port}`;
+}
+
+/**
+ * Mints sandbox session tokens (sub = agent, sid = session, role agent) with the signing secret;
+ * with only a JWKS URL the fabric cannot sign, and sandboxed tasks fail saying so.
+ */
+function sessionTokenMinter(config: FabricConfig, options: TokenOptions | undefined) {
+  const signing = options?.secret ? options : config.jwtSecret ? { issuer: config.jwtIssuer, audience: config.jwtAudience, secret: config.jwtSecret } : undefined;
+  return async (c: { agentId: string; tenantId: string; sessionId: string; ttlSeconds: number }) => {
+    if (!signing) throw new Error('sandbox session tokens are signed with FABRIC_JWT_SECRET, which this worker lacks (FABRIC_JWKS_URL alone cannot sign): set it');
+    return mintToken(signing, { sub: c.agentId, role: 'agent', tenant: c.tenantId, ttl: c.ttlSeconds, extra: { sid: c.sessionId } });
+  };
+}
+
 /** Opens the database, migrates, seeds the default tenant, then starts the API and/or workers. */
 export async function startFabric(config: FabricConfig, mode: FabricMode, options: StartOptions = {}): Promise<RunningFabric> {
   setLogger(createLogger({ level: config.logLevel }));
@@ -57,6 +79,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
   let app: App | undefined;
   const workers: Worker[] = [];
   let tokens: ReturnType<typeof resolveTokenOptions> | undefined;
+  let sandboxes: SandboxRuntime | undefined;
   try {
     await migrate(db);
     await ensureDefaultTenant(db);
@@ -66,7 +89,19 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
       await app.listen({ port: config.port, host: config.host });
     }
     const notifier = createNotifier({ webhookUrl: config.alertWebhookUrl, channel: config.alertChannel });
-    const executor = new InProcessExecutor({ root: config.handlersDir });
+    const inProcess = new InProcessExecutor({ root: config.handlersDir });
+    let executor: Executor = inProcess;
+    if ((options.workers ?? 1) > 0) {
+      sandboxes = await startSandboxRuntime({
+        config: config.sandbox,
+        db,
+        inProcess,
+        artifactsDir: path.join(config.dataDir, 'artifacts'),
+        apiUrl: config.sandbox.apiUrl ?? listeningUrl(app, config) ?? `http://127.0.0.1:${config.port}`,
+        mintSessionToken: sessionTokenMinter(config, tokens?.options),
+      });
+      executor = sandboxes.executor;
+    }
     for (let i = 0; i < (options.workers ?? 1); i++) {
       const worker = new Worker(db, { concurrency: config.workerConcurrency, executor, notifier, queue: { leaseSeconds: config.taskLeaseSeconds } });
       await worker.start();
@@ -74,6 +109,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
     }
   } catch (err) {
     await Promise.all(workers.map((w) => w.stop(0)));
+    await sandboxes?.close();
     await app?.close().catch(() => {});
     await db.close();
     throw err;
@@ -83,8 +119,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
   }, SWEEP_INTERVAL_MS);
   sweeper.unref();
 
-  const address = app?.server.address();
-  const url = address && typeof address === 'object' ? `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${address.port}` : undefined;
+  const url = listeningUrl(app, config);
   const adminToken =
     mode === 'dev' && tokens?.devSecret
       ? await mintToken(tokens.options, { sub: 'dev-admin', role: 'admin', tenant: DEFAULT_TENANT_ID, ttl: DEV_ADMIN_TOKEN_TTL })
@@ -106,6 +141,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
       clearInterval(sweeper);
       await app?.close();
       await Promise.all(workers.map((w) => w.stop(config.drainTimeoutSeconds * 1000)));
+      await sandboxes?.close();
       await db.close();
     },
   };

@@ -20,6 +20,8 @@ export interface ExecutionContext {
   signal: AbortSignal;
   attempt: number;
   agent: Agent;
+  /** The worker running the attempt. */
+  workerId: string;
   /** A line for the attempt's log. */
   log(line: string): void;
 }

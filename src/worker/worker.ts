@@ -19,6 +19,7 @@ import {
 } from '../queue/index.js';
 import { logger, runWithContext, taskClaimLatency, taskDuration, tasksTotal } from '../telemetry/index.js';
 import { getAgent, type Agent } from '../tenancy/index.js';
+import { AttemptLog } from './attempt-log.js';
 import { ABORT_SETTLE_MS, PermanentError, type Executor } from './executor.js';
 
 export interface WorkerOptions {
@@ -186,8 +187,9 @@ export class Worker {
     }
     let settledRun: Promise<unknown> = Promise.resolve();
     const aborted = new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(new Error(String(signal.reason))), { once: true }));
+    const log = new AttemptLog(this.db, claim.task, claim.attempt);
     try {
-      const run = this.options.executor.run(claim.task, { signal, attempt: claim.attempt, agent, log: (line) => logger().info({ line }, 'task log') });
+      const run = this.options.executor.run(claim.task, { signal, attempt: claim.attempt, agent, workerId: this.id, log: (line) => log.line(line) });
       settledRun = run.catch(() => {});
       track(settledRun);
       const result = await Promise.race([run, aborted]);
@@ -200,6 +202,8 @@ export class Worker {
       const e = coerceError(err);
       const code = e instanceof PermanentError ? e.code : 'handler_error';
       return { kind: 'failed', permanent: e instanceof PermanentError, error: { code, message: e.message } };
+    } finally {
+      await log.flush(); // the attempt's log is stored before its outcome
     }
   }
 

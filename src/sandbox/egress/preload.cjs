@@ -1,6 +1,4 @@
 'use strict';
-/* global require, process, Buffer, URL */
-/* eslint-disable @typescript-eslint/no-require-imports -- plain CommonJS run by node inside the sandbox (eslint.config.js has no .cjs block) */
 /*
  * agent-fabric egress preload for Node agents:  NODE_OPTIONS="--require /fabric/preload.cjs"
  *

@@ -1,0 +1,64 @@
+import path from 'node:path';
+import type { SandboxConfig } from '../config/index.js';
+import type { Db } from '../db/index.js';
+import { logger } from '../telemetry/index.js';
+import type { Executor } from '../worker/index.js';
+import { SandboxExecutor, type SandboxExecutorOptions } from './executor.js';
+import { detectSandboxHost, missingFor, prepareSandboxRoot } from './host.js';
+import { reapStaleSandboxes } from './reaper.js';
+import { closeOrphanSessions } from './sessions.js';
+import { UidPool } from './uids.js';
+
+export interface SandboxRuntimeOptions {
+  config: SandboxConfig;
+  db: Db;
+  /** Runs `isolation: none` agents. */
+  inProcess: Executor;
+  /** Root of every task's artifacts. */
+  artifactsDir: string;
+  /** The fabric's API as sandboxes reach it. */
+  apiUrl: string;
+  mintSessionToken: SandboxExecutorOptions['mintSessionToken'];
+}
+
+/** The sandbox side of a worker process: one executor for all its workers. */
+export interface SandboxRuntime {
+  executor: Executor;
+  /** Which levels this host can run, and why not the others. */
+  readonly levels: Record<'process' | 'container', string | undefined>;
+  close(): Promise<void>;
+}
+
+/** How often sessions orphaned by a dead worker (anywhere) are closed in the database. */
+const ORPHAN_SWEEP_MS = 60_000;
+
+/**
+ * Detects what the host offers, lays out the sandbox dir, and — on a host that can run
+ * sandboxes — cleans up after a crashed worker (its processes, cgroups, workspaces) before the
+ * first task. A host that cannot run a level still starts: tasks of that level fail with
+ * `isolation_unavailable` naming what is missing, never a silent downgrade.
+ */
+export async function startSandboxRuntime(o: SandboxRuntimeOptions): Promise<SandboxRuntime> {
+  const host = detectSandboxHost();
+  const levels = { process: missingFor('process', host), container: missingFor('container', host) };
+  if (levels.process) logger().warn({ reason: levels.process }, 'sandboxes unavailable on this host: agents with process or container isolation will fail');
+  else if (levels.container) logger().warn({ reason: levels.container }, 'container sandboxes unavailable on this host');
+  const executors = (dirs: { sessionsDir: string; helpersDir: string; uidsDir: string }) => {
+    const uids = new UidPool(dirs.uidsDir, o.config.uidBase, o.config.uidCount);
+    const sessionHost = { ...dirs, bwrap: host.bwrap, cgroups: host.cgroups, tmpfsMb: o.config.tmpfsMb, artifactsDir: o.artifactsDir };
+    return new SandboxExecutor({ db: o.db, inProcess: o.inProcess, uids, host: sessionHost, apiUrl: o.apiUrl, mintSessionToken: o.mintSessionToken, pidsLimit: o.config.pidsLimit, unavailable: (l) => levels[l] });
+  };
+  if (levels.process) {
+    // nothing is created or cleaned on a host that cannot run sandboxes (it may not even own the dir)
+    const dirs = { sessionsDir: path.join(o.config.dir, 'sessions'), helpersDir: path.join(o.config.dir, 'helpers'), uidsDir: path.join(o.config.dir, 'uids') };
+    return { levels, executor: executors(dirs), close: async () => {} };
+  }
+  const dirs = prepareSandboxRoot(o.config.dir);
+  const reaped = await reapStaleSandboxes(dirs.sessionsDir, host.cgroups);
+  if (reaped.sessions || reaped.cgroups) logger().warn({ ...reaped }, 'removed sandboxes left by a worker that stopped');
+  const sweep = () => closeOrphanSessions(o.db).catch((err: unknown) => logger().warn({ err }, 'closing orphaned sandbox sessions failed'));
+  await sweep();
+  const timer = setInterval(() => void sweep(), ORPHAN_SWEEP_MS);
+  timer.unref();
+  return { levels, executor: executors(dirs), close: async () => clearInterval(timer) };
+}
