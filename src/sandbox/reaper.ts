@@ -27,33 +27,43 @@ async function ownedByLiveWorker(dir: string): Promise<boolean> {
   return st !== undefined && Date.now() - st.mtimeMs < CREATING_GRACE_MS;
 }
 
+/**
+ * The cgroup of a session: named with the owning worker's pid, so a booting worker can tell a
+ * dead worker's cgroups from a live one's without knowing its sandbox dir.
+ */
+export function sessionCgroupName(sessionId: string): string {
+  return `s-${process.pid}-${sessionId}`;
+}
+
+/** A cgroup named by sessionCgroupName whose worker process is gone. */
+function orphanedCgroup(name: string): boolean {
+  const pid = Number(/^s-(\d+)-/.exec(name)?.[1]);
+  return pid > 0 && pid !== process.pid && !isProcessAlive(pid);
+}
+
 export interface ReapReport {
   /** Session dirs (workspaces, sockets) left by dead workers and removed. */
   sessions: number;
-  /** Session cgroups with no live owner, killed and removed. */
+  /** Session cgroups of dead workers, killed and removed. */
   cgroups: number;
 }
 
 /**
  * Boot cleanup for one host: after a worker crash, its sandboxes' processes, cgroups, tmpfs
- * workspaces and session dirs are still there. This removes every session whose owning worker
- * process is gone — never one of a live worker sharing the host — and kills the processes in
- * their cgroups. Session dir `<sessionsDir>/<id>` pairs with cgroup `s-<id>`.
+ * workspaces and session dirs are still there. This kills and removes the cgroups (every process
+ * in them) of every worker process that is gone, and the session dirs under `sessionsDir` they
+ * owned — never anything of a live worker sharing the host.
  */
 export async function reapStaleSandboxes(sessionsDir: string, cgroups: CgroupSupport): Promise<ReapReport> {
-  const live = new Set<string>();
-  const stale: string[] = [];
-  for (const e of await fs.readdir(sessionsDir, { withFileTypes: true }).catch(() => [])) {
-    if (!e.isDirectory()) continue;
-    if (await ownedByLiveWorker(path.join(sessionsDir, e.name))) live.add(e.name);
-    else stale.push(e.name);
-  }
   // processes first: a workspace in use by a live process could not be unmounted cleanly
-  const removed = await cleanupStaleCgroups(cgroups, { prefix: 's-', keep: (name) => live.has(name.slice(2)) });
-  for (const name of stale) {
-    const dir = path.join(sessionsDir, name);
+  const removed = await cleanupStaleCgroups(cgroups, { prefix: 's-', keep: (name) => !orphanedCgroup(name) });
+  let sessions = 0;
+  for (const e of await fs.readdir(sessionsDir, { withFileTypes: true }).catch(() => [])) {
+    const dir = path.join(sessionsDir, e.name);
+    if (!e.isDirectory() || (await ownedByLiveWorker(dir))) continue;
     await run('umount', ['--lazy', path.join(dir, 'workspace')]).catch(() => {}); // not a mount point: fine
     await fs.rm(dir, { recursive: true, force: true, maxRetries: 3 });
+    sessions++;
   }
-  return { sessions: stale.length, cgroups: removed };
+  return { sessions, cgroups: removed };
 }
