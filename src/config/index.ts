@@ -78,6 +78,8 @@ export interface FabricConfig {
   /** Channel named in alert bodies. `FABRIC_ALERT_CHANNEL`, default #fleet-ops. */
   alertChannel: string;
   sandbox: SandboxConfig;
+  /** Default task timeouts per agent runtime (`FABRIC_TIMEOUT_PROFILES`) and the hard ceiling (`FABRIC_TASK_TIMEOUT_CEILING_SECONDS`). */
+  timeouts: { profiles: Record<string, number> & { default: number }; ceilingSeconds: number };
 }
 
 const int = (min: number) => z.coerce.number().int().min(min);
@@ -103,6 +105,11 @@ const EnvSchema = z.object({
   FABRIC_HANDLERS_DIR: z.string().min(1).default('.'),
   FABRIC_ALERT_WEBHOOK_URL: z.url().optional(),
   FABRIC_ALERT_CHANNEL: z.string().min(1).default('#fleet-ops'),
+  FABRIC_TIMEOUT_PROFILES: z
+    .string()
+    .default('default=600,node=600,python=600,shell=300,go=900,rust=900,java=1800,dotnet=1800')
+    .transform((v, ctx) => parseProfiles(v, ctx)),
+  FABRIC_TASK_TIMEOUT_CEILING_SECONDS: int(1).max(7 * 86_400).default(86_400),
   FABRIC_SANDBOX_DIR: z.string().min(1).default(path.join(os.tmpdir(), 'agent-fabric-sandbox')),
   FABRIC_SANDBOX_UID_BASE: int(1000).max(2 ** 31 - 100_000).default(200_000),
   FABRIC_SANDBOX_UID_COUNT: int(1).max(100_000).default(1000),
@@ -115,6 +122,21 @@ const EnvSchema = z.object({
   FABRIC_DEFAULT_OVERAGE_POLICY: z.enum(['block', 'alert_only', 'allow']).default('block'),
   FABRIC_DEFAULT_ALERT_THRESHOLD_PCT: z.coerce.number().min(0).max(100).default(80),
 });
+
+/** `runtime=seconds,…` with a `default` entry, e.g. `default=600,java=1800`. */
+function parseProfiles(value: string, ctx: z.RefinementCtx): Record<string, number> & { default: number } {
+  const profiles: Record<string, number> = {};
+  for (const part of value.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const m = /^([a-z][a-z0-9_.-]{0,31})=(\d+)$/.exec(part);
+    if (!m || Number(m[2]) < 1) {
+      ctx.addIssue({ code: 'custom', message: `"${part}" is not runtime=seconds (e.g. java=1800)` });
+      return { default: 600 };
+    }
+    profiles[m[1]!] = Number(m[2]);
+  }
+  if (profiles.default === undefined) ctx.addIssue({ code: 'custom', message: 'needs a default=<seconds> entry' });
+  return { ...profiles, default: profiles.default ?? 600 };
+}
 
 /** Raised when the environment is invalid; the message names every bad variable. */
 export class ConfigError extends Error {
@@ -158,6 +180,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     handlersDir: path.resolve(e.FABRIC_HANDLERS_DIR),
     alertWebhookUrl: e.FABRIC_ALERT_WEBHOOK_URL,
     alertChannel: e.FABRIC_ALERT_CHANNEL,
+    timeouts: { profiles: e.FABRIC_TIMEOUT_PROFILES, ceilingSeconds: e.FABRIC_TASK_TIMEOUT_CEILING_SECONDS },
     sandbox: {
       dir: path.resolve(e.FABRIC_SANDBOX_DIR),
       uidBase: e.FABRIC_SANDBOX_UID_BASE,

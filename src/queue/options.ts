@@ -1,5 +1,6 @@
 import type { Tx } from '../db/index.js';
 import type { SubmitTaskBody } from './schemas.js';
+import { DEFAULT_TIMEOUT_POLICY, type TimeoutPolicy } from './timeouts.js';
 
 /** Tuning of the queue; one object, defaults below. */
 export interface QueueOptions {
@@ -14,6 +15,8 @@ export interface QueueOptions {
   maxRetryDelaySeconds: number;
   /** Suggested wait in a 429 queue_full. Default 5 s. */
   queueFullRetryAfterSeconds: number;
+  /** Default timeouts per runtime and the hard ceiling. Default: 600 s for all, ceiling 7 days. */
+  timeouts: TimeoutPolicy;
   /**
    * Runs inside the submit transaction after the bounds checks and before the task rows:
    * the seam where the budget issue reserves quota. Throwing rolls the whole submit back.
@@ -28,6 +31,7 @@ export const DEFAULT_QUEUE_OPTIONS: QueueOptions = {
   retryFactor: 4,
   maxRetryDelaySeconds: 3600,
   queueFullRetryAfterSeconds: 5,
+  timeouts: DEFAULT_TIMEOUT_POLICY,
 };
 
 /** NOTIFY channel workers listen on: new ready work. */

@@ -30,7 +30,7 @@ export const SubmitTaskBody = z
       .default([])
       .transform((ids) => [...new Set(ids)])
       .describe('tasks that must complete first'),
-    timeout_seconds: z.number().int().min(1).max(7 * 86_400).default(600),
+    timeout_seconds: z.number().int().min(1).max(7 * 86_400).optional().describe("default: the agent's runtime profile (600 s unless configured); at most the fabric's ceiling"),
     retry_on_timeout: z.boolean().default(false),
     run_at: z.iso.datetime({ offset: true }).optional().describe('not before this time'),
     max_retries: z.number().int().min(0).max(20).default(3),

@@ -6,6 +6,7 @@ import { EVENTS_CHANNEL } from '../events/index.js';
 import { currentContext } from '../telemetry/index.js';
 import { READY_CHANNEL, type QueueOptions } from './options.js';
 import { toTask, type TaskRow } from './rows.js';
+import { resolveTimeouts } from './timeouts.js';
 import { PRIORITIES, type SubmitTaskBody, type Task } from './schemas.js';
 
 /** The caller's open transaction, or the database itself: a submit is then its own transaction. */
@@ -46,7 +47,8 @@ export async function submitTasks(target: SubmitTarget, actor: Principal, inputs
     if (!('tx' in target)) throw new Error('submitTasks: beforeSubmit needs the caller\'s transaction');
     await options.beforeSubmit(target.tx, actor.tenantId, inputs);
   }
-  const rows = inputs.map((t) => ({
+  const timeouts = await resolveTimeouts(q, actor.tenantId, inputs, options.timeouts);
+  const rows = inputs.map((t, i) => ({
     id: randomUUID() as string,
     agent_id: t.agent_id,
     type: t.type,
@@ -54,7 +56,7 @@ export async function submitTasks(target: SubmitTarget, actor: Principal, inputs
     metadata: t.metadata,
     priority: PRIORITIES.indexOf(t.priority),
     run_at: t.run_at ?? null,
-    timeout_seconds: t.timeout_seconds,
+    timeout_seconds: timeouts[i],
     retry_on_timeout: t.retry_on_timeout,
     max_retries: t.max_retries,
     estimated_tokens: t.estimated_tokens ?? null,

@@ -85,7 +85,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
     await ensureDefaultTenant(db);
     if (mode !== 'worker') {
       tokens = resolveTokenOptions(config, mode);
-      app = await buildApp({ db, config, verifyToken: createTokenVerifier(tokens.options), scheduler: new AgentScheduler(db, { leaseSeconds: config.taskLeaseSeconds }) });
+      app = await buildApp({ db, config, verifyToken: createTokenVerifier(tokens.options), scheduler: new AgentScheduler(db, { leaseSeconds: config.taskLeaseSeconds, timeouts: config.timeouts }) });
       await app.listen({ port: config.port, host: config.host });
     }
     const notifier = createNotifier({ webhookUrl: config.alertWebhookUrl, channel: config.alertChannel });
@@ -103,7 +103,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
       executor = sandboxes.executor;
     }
     for (let i = 0; i < (options.workers ?? 1); i++) {
-      const worker = new Worker(db, { concurrency: config.workerConcurrency, executor, notifier, queue: { leaseSeconds: config.taskLeaseSeconds } });
+      const worker = new Worker(db, { concurrency: config.workerConcurrency, executor, notifier, queue: { leaseSeconds: config.taskLeaseSeconds, timeouts: config.timeouts } });
       await worker.start();
       workers.push(worker);
     }

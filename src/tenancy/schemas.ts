@@ -45,6 +45,11 @@ export const Entrypoint = z
     command: z.array(z.string().min(1).max(4096)).min(1).max(64).optional(),
     code_dir: z.string().min(1).max(1024).optional(),
     handler: z.string().min(1).max(1024).optional(),
+    runtime: z
+      .string()
+      .regex(/^[a-z][a-z0-9_.-]{0,31}$/, 'a runtime is a lower-case name such as node, python or java')
+      .optional()
+      .describe("picks the default task timeout from the fabric's timeout profiles (FABRIC_TIMEOUT_PROFILES)"),
   })
   .strict()
   .refine((e) => e.command !== undefined || e.handler !== undefined, 'an entrypoint needs a command or a handler');

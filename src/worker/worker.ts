@@ -131,7 +131,7 @@ export class Worker {
   private startAttempt(claim: ClaimedTask): void {
     taskClaimLatency.observe(claim.waitedSeconds);
     const controller = new AbortController();
-    const timeout = setTimeout(() => controller.abort('timeout' satisfies StopReason), claim.task.timeout_seconds * 1000);
+    const timeout = setTimeout(() => controller.abort('timeout' satisfies StopReason), Math.min(claim.task.timeout_seconds, this.queue.timeouts.ceilingSeconds) * 1000); // a ceiling lowered since the submit applies too
     const started = process.hrtime.bigint();
     let settled: Promise<unknown> = Promise.resolve();
     runWithContext({ task_id: claim.task.id, agent_id: claim.task.agent_id, tenant_id: claim.task.tenant_id }, () => {

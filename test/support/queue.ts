@@ -1,5 +1,5 @@
 import type { Notifier, Alert } from '../../src/notify/index.js';
-import { TERMINAL, type Task } from '../../src/queue/index.js';
+import { TERMINAL, type QueueOptions, type Task } from '../../src/queue/index.js';
 import { Worker, type ExecutionContext, type Executor } from '../../src/worker/index.js';
 import type { TestApp } from './app.js';
 
@@ -24,13 +24,13 @@ export function recordingNotifier(): Notifier & { alerts: Alert[] } {
 }
 
 /** Starts a worker on the test app's database. */
-export async function startWorker(t: TestApp, executor: Executor, opts: { concurrency?: number; notifier?: Notifier; id?: string } = {}): Promise<Worker> {
+export async function startWorker(t: TestApp, executor: Executor, opts: { concurrency?: number; notifier?: Notifier; id?: string; queue?: Partial<QueueOptions> } = {}): Promise<Worker> {
   const worker = new Worker(t.db, {
     executor,
     notifier: opts.notifier ?? recordingNotifier(),
     concurrency: opts.concurrency ?? 4,
     pollIntervalMs: 100,
-    queue: FAST_QUEUE,
+    queue: { ...FAST_QUEUE, ...opts.queue },
     ...(opts.id ? { id: opts.id } : {}),
   });
   await worker.start();
