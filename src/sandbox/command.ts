@@ -1,4 +1,6 @@
 import fs from 'node:fs';
+import path from 'node:path';
+import { SECCOMP_FILE } from './seccomp.js';
 
 /** Where things appear inside a `container` sandbox. */
 export const INSIDE = {
@@ -21,7 +23,7 @@ export interface CommandSpec {
   codeDir?: string | undefined;
   /** Host dir holding the session's sockets (container). */
   runDir: string;
-  /** Host dir of the fabric's sandbox helpers (container). */
+  /** Host dir of the fabric's sandbox helpers (container), with the seccomp filter (seccomp.bpf). */
   helpersDir: string;
   /** Environment the agent sees, and nothing else. */
   env: Record<string, string>;
@@ -43,12 +45,21 @@ export interface SpawnPlan {
  */
 const JOIN = 'for f in $FABRIC_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done; unset FABRIC_CGROUP_PROCS; exec "$@"';
 
+/** The fd bubblewrap reads the seccomp filter from (`--seccomp 9`), opened by JOIN_SECCOMP. */
+const SECCOMP_FD = 9;
+
+/** JOIN, exec'ing bwrap with the seccomp filter open on SECCOMP_FD (JOIN ends in `exec "$@"`; bwrap closes the fd before the sandbox runs). */
+const JOIN_SECCOMP = `${JOIN} ${SECCOMP_FD}<"$FABRIC_SECCOMP"`;
+
 /** Host paths the container needs read-only besides /usr (only those that exist here). */
 const SYSTEM_RO = ['/etc/alternatives', '/etc/ssl', '/etc/ca-certificates', '/etc/localtime'];
 
-/** bubblewrap arguments: every namespace, a read-only system, only its own /workspace, no capabilities. */
+/**
+ * bubblewrap arguments: every namespace, a read-only system, only its own /workspace, no
+ * capabilities, no new privileges (bwrap always sets it) and the seccomp filter (seccomp.ts).
+ */
 function bwrapArgs(spec: CommandSpec): string[] {
-  const a = ['--unshare-all', '--unshare-user', '--die-with-parent', '--new-session', '--cap-drop', 'ALL', '--hostname', 'sandbox'];
+  const a = ['--unshare-all', '--unshare-user', '--die-with-parent', '--new-session', '--cap-drop', 'ALL', '--seccomp', String(SECCOMP_FD), '--hostname', 'sandbox'];
   a.push('--ro-bind', '/usr', '/usr');
   for (const l of ['bin', 'sbin', 'lib', 'lib64', 'lib32']) if (fs.existsSync(`/usr/${l}`)) a.push('--symlink', `usr/${l}`, `/${l}`);
   for (const p of SYSTEM_RO) if (fs.existsSync(p)) a.push('--ro-bind', p, p);
@@ -72,5 +83,7 @@ export function spawnPlan(spec: CommandSpec, bwrap: string): SpawnPlan {
   if (spec.level === 'process') {
     return { file: '/bin/sh', args: ['-c', JOIN, 'fabric-sandbox', ...spec.command], env: { ...spec.env, ...join }, cwd: spec.codeDir ?? spec.workspace };
   }
-  return { file: '/bin/sh', args: ['-c', JOIN, 'fabric-sandbox', bwrap, ...bwrapArgs(spec)], env: { PATH: '/usr/bin:/bin', ...join }, cwd: spec.workspace };
+  const seccomp = path.join(spec.helpersDir, SECCOMP_FILE);
+  if (!fs.existsSync(seccomp)) throw new Error(`container isolation needs its seccomp filter at ${seccomp}, which is missing: prepareSandboxRoot writes it (x86_64 and arm64 only; on other hosts use process isolation)`);
+  return { file: '/bin/sh', args: ['-c', JOIN_SECCOMP, 'fabric-sandbox', bwrap, ...bwrapArgs(spec)], env: { PATH: '/usr/bin:/bin', ...join, FABRIC_SECCOMP: seccomp }, cwd: spec.workspace };
 }

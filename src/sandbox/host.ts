@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { detectCgroups, type CgroupSupport } from './cgroups.js';
+import { SECCOMP_FILE, seccompArchFor, seccompFilter, seccompUnsupported } from './seccomp.js';
 
 /** What this host offers sandboxes, detected once at worker start. */
 export interface SandboxHost {
@@ -30,13 +31,16 @@ export function missingFor(level: 'process' | 'container', host: SandboxHost): s
   if (!host.root) return `${level} isolation needs the worker to run as root (to give each sandbox its own uid, cgroup and workspace)`;
   if (host.cgroups.kind === 'none') return `${level} isolation needs cgroups for its limits: ${host.cgroups.reason}`;
   if (level === 'container' && !host.bwrap) return 'container isolation needs bubblewrap (bwrap): install the Debian package bubblewrap';
+  if (level === 'container') return seccompUnsupported();
   return undefined;
 }
 
 /**
  * Lays out the sandbox root: `sessions/` (0711: every sandbox uid may pass, none may list),
- * `helpers/` (0755: the relay and the Node proxy preload, mounted read-only at /fabric) and
- * `uids/` (0700). Returns the paths.
+ * `helpers/` (0755: the relay, the Node proxy preload and the container seccomp filter
+ * `seccomp.bpf`, mounted read-only at /fabric) and `uids/` (0700). Returns the paths. On an
+ * architecture without a filter (see seccomp.ts) no seccomp.bpf is written, and container
+ * sandboxes refuse to start (missingFor says why).
  */
 export function prepareSandboxRoot(root: string): { sessionsDir: string; helpersDir: string; uidsDir: string } {
   fs.mkdirSync(root, { recursive: true, mode: 0o711 });
@@ -52,5 +56,10 @@ export function prepareSandboxRoot(root: string): { sessionsDir: string; helpers
     fs.copyFileSync(path.join(egress, f), path.join(helpersDir, f));
     fs.chmodSync(path.join(helpersDir, f), 0o644);
   }
+  const arch = seccompArchFor();
+  if (arch && !seccompUnsupported()) {
+    fs.writeFileSync(path.join(helpersDir, SECCOMP_FILE), seccompFilter(arch), { mode: 0o644 });
+    fs.chmodSync(path.join(helpersDir, SECCOMP_FILE), 0o644);
+  } else fs.rmSync(path.join(helpersDir, SECCOMP_FILE), { force: true });
   return { sessionsDir, helpersDir, uidsDir };
 }
