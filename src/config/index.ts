@@ -34,6 +34,20 @@ export interface SandboxConfig {
   apiUrl: string | undefined;
 }
 
+/** Per-agent files: size limit, storage provider and URL signing (see README "Files"). */
+export interface FilesConfig {
+  /** Largest file one upload may carry. `FABRIC_FILES_MAX_BYTES`, default 50 MB (52428800). */
+  maxBytes: number;
+  /** Where file contents live: local | s3. `FABRIC_STORAGE`, default local. */
+  storage: 'local' | 's3';
+  /** Directory of the local provider. `FABRIC_FILES_DIR`, default <data dir>/files. */
+  dir: string | undefined;
+  /** The S3-compatible provider (`FABRIC_S3_*`); bucket is required when storage is s3. */
+  s3: { endpoint: string | undefined; bucket: string | undefined; region: string; accessKeyId: string | undefined; secretAccessKey: string | undefined; forcePathStyle: boolean; prefix: string };
+  /** Key material for signed download URLs. `FABRIC_URL_SIGNING_SECRET`, default derived from the JWT secret. */
+  urlSigningSecret: string | undefined;
+}
+
 /** Everything the service reads from its environment, validated once at start. */
 export interface FabricConfig {
   /** TCP port of the HTTP API. `PORT`, default 8787. */
@@ -78,6 +92,9 @@ export interface FabricConfig {
   /** Channel named in alert bodies. `FABRIC_ALERT_CHANNEL`, default #fleet-ops. */
   alertChannel: string;
   sandbox: SandboxConfig;
+  files: FilesConfig;
+  /** How often expired memory keys are deleted (reads never return them anyway). `FABRIC_MEMORY_SWEEP_SECONDS`, default 60. */
+  memorySweepSeconds: number;
   /** Default task timeouts per agent runtime (`FABRIC_TIMEOUT_PROFILES`) and the hard ceiling (`FABRIC_TASK_TIMEOUT_CEILING_SECONDS`). */
   timeouts: { profiles: Record<string, number> & { default: number }; ceilingSeconds: number };
 }
@@ -105,6 +122,7 @@ const EnvSchema = z.object({
   FABRIC_HANDLERS_DIR: z.string().min(1).default('.'),
   FABRIC_ALERT_WEBHOOK_URL: z.url().optional(),
   FABRIC_ALERT_CHANNEL: z.string().min(1).default('#fleet-ops'),
+  FABRIC_MEMORY_SWEEP_SECONDS: int(1).max(86_400).default(60),
   FABRIC_TIMEOUT_PROFILES: z
     .string()
     .default('default=600,node=600,python=600,shell=300,go=900,rust=900,java=1800,dotnet=1800')
@@ -116,6 +134,17 @@ const EnvSchema = z.object({
   FABRIC_SANDBOX_TMPFS_MB: int(0).max(1024 * 1024).default(256),
   FABRIC_SANDBOX_PIDS_LIMIT: int(8).max(100_000).default(128),
   FABRIC_SANDBOX_API_URL: z.url().optional(),
+  FABRIC_FILES_MAX_BYTES: int(1).default(50 * 1024 * 1024),
+  FABRIC_STORAGE: z.enum(['local', 's3']).default('local'),
+  FABRIC_FILES_DIR: z.string().min(1).optional(),
+  FABRIC_S3_ENDPOINT: z.url().optional(),
+  FABRIC_S3_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be an S3 bucket name').optional(),
+  FABRIC_S3_REGION: z.string().min(1).default('us-east-1'),
+  FABRIC_S3_ACCESS_KEY_ID: z.string().min(1).optional(),
+  FABRIC_S3_SECRET_ACCESS_KEY: z.string().min(1).optional(),
+  FABRIC_S3_FORCE_PATH_STYLE: z.enum(['true', 'false', '1', '0']).default('false').transform((v) => v === 'true' || v === '1'),
+  FABRIC_S3_PREFIX: z.string().regex(/^([a-z0-9][a-z0-9._-]*\/)*$/, 'must be empty or end with / (e.g. fabric/files/)').default(''),
+  FABRIC_URL_SIGNING_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
   FABRIC_DEFAULT_MONTHLY_TOKEN_LIMIT: int(0).default(1_000_000),
   FABRIC_DEFAULT_MONTHLY_COST_LIMIT_USD: z.coerce.number().min(0).default(100),
   FABRIC_DEFAULT_STORAGE_LIMIT_BYTES: int(0).default(5 * 1024 ** 3),
@@ -152,6 +181,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
   const e = parsed.data;
+  if (e.FABRIC_STORAGE === 's3' && !e.FABRIC_S3_BUCKET) throw new ConfigError('invalid configuration:\n  FABRIC_S3_BUCKET: required when FABRIC_STORAGE=s3');
   const config: FabricConfig = {
     port: e.PORT,
     host: e.FABRIC_HOST,
@@ -180,7 +210,23 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     handlersDir: path.resolve(e.FABRIC_HANDLERS_DIR),
     alertWebhookUrl: e.FABRIC_ALERT_WEBHOOK_URL,
     alertChannel: e.FABRIC_ALERT_CHANNEL,
+    memorySweepSeconds: e.FABRIC_MEMORY_SWEEP_SECONDS,
     timeouts: { profiles: e.FABRIC_TIMEOUT_PROFILES, ceilingSeconds: e.FABRIC_TASK_TIMEOUT_CEILING_SECONDS },
+    files: {
+      maxBytes: e.FABRIC_FILES_MAX_BYTES,
+      storage: e.FABRIC_STORAGE,
+      dir: e.FABRIC_FILES_DIR === undefined ? undefined : path.resolve(e.FABRIC_FILES_DIR),
+      s3: {
+        endpoint: e.FABRIC_S3_ENDPOINT,
+        bucket: e.FABRIC_S3_BUCKET,
+        region: e.FABRIC_S3_REGION,
+        accessKeyId: e.FABRIC_S3_ACCESS_KEY_ID,
+        secretAccessKey: e.FABRIC_S3_SECRET_ACCESS_KEY,
+        forcePathStyle: e.FABRIC_S3_FORCE_PATH_STYLE,
+        prefix: e.FABRIC_S3_PREFIX,
+      },
+      urlSigningSecret: e.FABRIC_URL_SIGNING_SECRET,
+    },
     sandbox: {
       dir: path.resolve(e.FABRIC_SANDBOX_DIR),
       uidBase: e.FABRIC_SANDBOX_UID_BASE,

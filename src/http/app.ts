@@ -12,6 +12,7 @@ import { handleError } from './errors.js';
 import { agentRoutes } from './routes/agents.js';
 import { eventRoutes } from './routes/events.js';
 import { systemRoutes } from './routes/system.js';
+import { memoryRoutes } from './routes/memory.js';
 import { sessionRoutes } from './routes/sessions.js';
 import { taskRoutes } from './routes/tasks.js';
 import { tenancyRoutes } from './routes/tenancy.js';
@@ -40,14 +41,14 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
       const given = req.headers['x-request-id'];
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
     },
-    routerOptions: { maxParamLength: 200 },
+    routerOptions: { maxParamLength: 2048 },
     // Errors the router raises before any hook runs (over-long params, bad percent-encoding)
     // still get the request id and the envelope.
     frameworkErrors: (err, req, reply) => {
       void reply.header('x-request-id', req.id);
       const tooLong = err.statusCode === 414;
       const error = tooLong
-        ? new FabricError(414, 'uri_too_long', 'A path segment is longer than 200 characters; ids are shorter than that.')
+        ? new FabricError(414, 'uri_too_long', 'A path segment is longer than 2048 characters; ids and memory keys are shorter than that.')
         : new FabricError(400, 'invalid_url', 'The URL is not valid (broken percent-encoding?); encode path segments properly.');
       httpRequestsTotal.inc({ method: req.method, route: 'unmatched', status: String(error.status) });
       logger().info({ method: req.method, route: 'unmatched', status: error.status, code: error.code, request_id: req.id }, 'request');
@@ -100,6 +101,7 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   eventRoutes(app, deps, options.events);
   taskRoutes(app, deps);
   sessionRoutes(app, deps);
+  memoryRoutes(app, deps);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
 }

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { ConfigError, type FabricConfig } from '../config/index.js';
 import { migrate, openDb, type Db } from '../db/index.js';
 import { buildApp, sweepIdempotencyKeys, type App } from '../http/index.js';
+import { sweepExpiredMemory } from '../memory/index.js';
 import { createNotifier } from '../notify/index.js';
 import { AgentScheduler } from '../queue/index.js';
 import { startSandboxRuntime, type SandboxRuntime } from '../sandbox/index.js';
@@ -114,10 +115,18 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
     await db.close();
     throw err;
   }
-  const sweeper = setInterval(() => {
-    sweepIdempotencyKeys(db).catch((err: unknown) => logger().warn({ err }, 'idempotency sweep failed'));
-  }, SWEEP_INTERVAL_MS);
-  sweeper.unref();
+  const every = (ms: number, what: string, fn: () => Promise<unknown>) => {
+    const timer = setInterval(() => void fn().catch((err: unknown) => logger().warn({ err }, `${what} failed`)), ms);
+    timer.unref();
+    return timer;
+  };
+  const sweepers = [
+    every(SWEEP_INTERVAL_MS, 'idempotency sweep', () => sweepIdempotencyKeys(db)),
+    every(config.memorySweepSeconds * 1000, 'memory sweep', async () => {
+      const n = await sweepExpiredMemory(db);
+      if (n) logger().info({ deleted: n }, 'expired memory keys deleted');
+    }),
+  ];
 
   const url = listeningUrl(app, config);
   const adminToken =
@@ -138,7 +147,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
     async close() {
       if (closed) return;
       closed = true;
-      clearInterval(sweeper);
+      for (const t of sweepers) clearInterval(t);
       await app?.close();
       await Promise.all(workers.map((w) => w.stop(config.drainTimeoutSeconds * 1000)));
       await sandboxes?.close();
