@@ -29,6 +29,12 @@ export interface CommandSpec {
   env: Record<string, string>;
   /** cgroup.procs files the sandbox joins before its program starts. */
   cgroupProcs: readonly string[];
+  /**
+   * Runs the program under the fabric's supervisor (relay.cjs, at both levels) with its control
+   * channel on `controlFd`: heartbeats every `heartbeatMs` and, when `command` is empty, the
+   * program arrives as a header line there (a warm sandbox). `node` runs it at `process` level.
+   */
+  supervisor?: { controlFd: number; heartbeatMs: number; node: string };
 }
 
 /** What to spawn (as the session's uid): the file, its arguments, environment and working directory. */
@@ -51,6 +57,11 @@ const SECCOMP_FD = 9;
 /** JOIN, exec'ing bwrap with the seccomp filter open on SECCOMP_FD (JOIN ends in `exec "$@"`; bwrap closes the fd before the sandbox runs). */
 const JOIN_SECCOMP = `${JOIN} ${SECCOMP_FD}<"$FABRIC_SECCOMP"`;
 
+/** relay.cjs's supervisor options (without a command after them it waits for its header line). */
+function supervisorOptions(s: CommandSpec['supervisor']): string[] {
+  return s ? ['--control', String(s.controlFd), '--beat', String(s.heartbeatMs)] : [];
+}
+
 /** Host paths the container needs read-only besides /usr (only those that exist here). */
 const SYSTEM_RO = ['/etc/alternatives', '/etc/ssl', '/etc/ca-certificates', '/etc/localtime'];
 
@@ -72,8 +83,10 @@ function bwrapArgs(spec: CommandSpec): string[] {
   a.push('--clearenv');
   for (const [k, v] of Object.entries(spec.env)) a.push('--setenv', k, v);
   // inside: the relay gives the agent its only way out (127.0.0.1:3128 → the egress proxy);
-  // it starts the program once it listens, forwards signals and exits with its status
-  const relay = `exec node ${INSIDE.fabric}/relay.cjs ${INSIDE.run}/egress.sock ${INSIDE.proxyPort} -- "$@"`;
+  // it heartbeats on the control fd, starts the program (after "--", or from its header line)
+  // once it listens, forwards signals and exits with its status
+  const own = supervisorOptions(spec.supervisor).map((o) => `${o} `).join('');
+  const relay = `exec node ${INSIDE.fabric}/relay.cjs ${own}${INSIDE.run}/egress.sock ${INSIDE.proxyPort}${spec.command.length ? ' -- "$@"' : ''}`;
   a.push('--', '/bin/sh', '-c', relay, 'fabric-sandbox', ...spec.command);
   return a;
 }
@@ -81,7 +94,9 @@ function bwrapArgs(spec: CommandSpec): string[] {
 export function spawnPlan(spec: CommandSpec, bwrap: string): SpawnPlan {
   const join = { FABRIC_CGROUP_PROCS: spec.cgroupProcs.join(' ') };
   if (spec.level === 'process') {
-    return { file: '/bin/sh', args: ['-c', JOIN, 'fabric-sandbox', ...spec.command], env: { ...spec.env, ...join }, cwd: spec.codeDir ?? spec.workspace };
+    const s = spec.supervisor;
+    const program = s ? [s.node, path.join(spec.helpersDir, 'relay.cjs'), ...supervisorOptions(s), ...(spec.command.length ? ['--', ...spec.command] : [])] : spec.command;
+    return { file: '/bin/sh', args: ['-c', JOIN, 'fabric-sandbox', ...program], env: { ...spec.env, ...join }, cwd: spec.codeDir ?? spec.workspace };
   }
   const seccomp = path.join(spec.helpersDir, SECCOMP_FILE);
   if (!fs.existsSync(seccomp)) throw new Error(`container isolation needs its seccomp filter at ${seccomp}, which is missing: prepareSandboxRoot writes it (x86_64 and arm64 only; on other hosts use process isolation)`);

@@ -1,11 +1,11 @@
-import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { createSessionCgroup, type CgroupSupport, type CgroupUsage } from './cgroups.js';
-import { spawnPlan, INSIDE } from './command.js';
-import { EgressProxy, type EgressDecision } from './egress/index.js';
-import { createWorkspace, type WipeEvidence } from './workspace.js';
+import type { CgroupUsage } from './cgroups.js';
+import type { EgressDecision } from './egress/index.js';
+import { launchSandbox, type LaunchHost, type LaunchedSandbox, type SandboxProfile } from './launch.js';
+import type { WarmPool } from './pool.js';
+import type { WipeEvidence } from './workspace.js';
 
 /** Limits and what to run, resolved from the agent's IsolationConfig and entrypoint. */
 export interface SessionSpec {
@@ -23,23 +23,23 @@ export interface SessionSpec {
   /** Environment the agent gets (the session adds FABRIC_WORKSPACE and proxy settings). */
   env: Record<string, string>;
   stdin: string;
+  /** The sandbox's uid when it is launched for this session (a warm sandbox has its own, from the pool's UidPool). */
   uid: number;
   timeoutMs: number;
 }
 
-export interface SessionHost {
-  /** Parent of the per-session directories (search permission for every sandbox uid). */
-  sessionsDir: string;
-  /** Read-only helpers mounted at /fabric (relay.cjs, preload.cjs). */
-  helpersDir: string;
-  bwrap: string | undefined;
-  cgroups: CgroupSupport;
-  /** tmpfs workspaces of this size (root only); 0 = plain directories. */
-  tmpfsMb: number;
+export interface SessionHost extends LaunchHost {
   /** Where /workspace/out is copied to before the wipe. */
   artifactsDir: string;
   onLog(line: string): void;
   onEgress(decision: EgressDecision): void;
+  /** Warm sandboxes: a session takes one of its profile when one is ready, else launches cold (and asks the pool to keep that profile warm). */
+  pool?: WarmPool | undefined;
+  /**
+   * The supervisor heartbeats every `intervalMs` (default 1000; a warm sandbox keeps the pool's);
+   * a session with no heartbeat for `timeoutMs` (default 10000) is killed: stopped 'heartbeat_lost'.
+   */
+  heartbeat?: { intervalMs?: number | undefined; timeoutMs?: number | undefined } | undefined;
 }
 
 export interface Artifact {
@@ -51,7 +51,10 @@ export interface SessionOutcome {
   exitCode: number | null;
   signal: string | null;
   /** Why the session was stopped from outside, if it was. */
-  stopped?: 'timeout' | 'cancel' | 'lease_lost' | 'drain' | undefined;
+  /** heartbeat_lost: the sandbox's supervisor stopped heartbeating (frozen, or killed from inside). */
+  stopped?: 'timeout' | 'cancel' | 'lease_lost' | 'drain' | 'heartbeat_lost' | undefined;
+  /** The session ran in a sandbox the warm pool had launched ahead of time. */
+  warm: boolean;
   oomKilled: boolean;
   /** Set when the program exited 0 but its result.json could not be read: the attempt fails. */
   resultError?: string | undefined;
@@ -103,64 +106,47 @@ async function readResult(workspace: string, lastStdout: string): Promise<unknow
   }
 }
 
+export const DEFAULT_HEARTBEAT_TIMEOUT_MS = 10_000;
+
+/** A warm sandbox of the spec's profile from the pool, else a cold one launched for this session. */
+async function sandboxFor(spec: SessionSpec, host: SessionHost): Promise<{ sandbox: LaunchedSandbox; warm: boolean }> {
+  const profile: SandboxProfile = { level: spec.level, codeDir: spec.codeDir, memoryMb: spec.memoryMb, cpuCores: spec.cpuCores, pids: spec.pids };
+  const warm = host.pool?.take(profile);
+  if (warm) return { sandbox: warm, warm: true };
+  return { sandbox: await launchSandbox(profile, host, { id: spec.id, uid: spec.uid, heartbeatMs: host.heartbeat?.intervalMs }), warm: false };
+}
+
 /**
- * One attempt in a sandbox: workspace, cgroup, egress proxy (container), the program with the
- * task on stdin, stderr streamed as log lines; then artifacts kept, usage read, and the
- * workspace wiped with evidence — whatever way the program ended. `signal` aborts it (SIGKILL
- * to every process of the session).
+ * One attempt in a sandbox: a warm one from host.pool or one launched now (workspace, cgroup,
+ * egress proxy for container, the supervisor), the program started with the task on stdin,
+ * stderr streamed as log lines; then artifacts kept, usage read, and the workspace wiped with
+ * evidence — whatever way the program ended. `signal` aborts it, as does the supervisor's
+ * silence (heartbeat_lost): SIGKILL to every process of the session.
  */
 export async function runSession(spec: SessionSpec, host: SessionHost, signal: AbortSignal): Promise<SessionOutcome> {
-  if (spec.level === 'container' && !host.bwrap) throw new Error('container isolation needs bubblewrap (bwrap), which this host lacks: install the Debian package bubblewrap');
-  if (host.cgroups.kind === 'none') throw new Error(`${spec.level} isolation needs cgroups for its memory, CPU and process limits: ${host.cgroups.reason}`);
-  const ws = await createWorkspace(host.sessionsDir, spec.id, { uid: spec.uid, gid: spec.uid, ...(host.tmpfsMb ? { tmpfsMb: host.tmpfsMb } : {}) });
-  const cleanups: (() => Promise<unknown>)[] = [];
-  let proxy: EgressProxy | undefined;
+  const started = performance.now();
+  const { sandbox, warm } = await sandboxFor(spec, host);
   try {
-    const cgroup = await createSessionCgroup(host.cgroups, `s-${spec.id}`, { memoryMb: spec.memoryMb, cpuCores: spec.cpuCores, pids: spec.pids }, { uid: spec.uid, gid: spec.uid });
-    cleanups.push(() => cgroup.destroy());
-    const env: Record<string, string> = { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: spec.level === 'container' ? INSIDE.workspace : ws.path, ...spec.env };
-    if (spec.level === 'container') {
-      // the proxy socket lives in the session dir, which only this sandbox's mount namespace sees
-      const runDir = path.join(ws.dir, 'run');
-      await fs.mkdir(runDir, { mode: 0o700 });
-      await fs.chown(runDir, spec.uid, spec.uid);
-      proxy = new EgressProxy({ allow: spec.egress, internal: spec.internal, onDecision: host.onEgress });
-      await proxy.listen(path.join(runDir, 'egress.sock'));
-      await fs.chown(path.join(runDir, 'egress.sock'), spec.uid, spec.uid);
-      const url = `http://127.0.0.1:${INSIDE.proxyPort}`;
-      Object.assign(env, { FABRIC_WORKSPACE: INSIDE.workspace, HTTP_PROXY: url, HTTPS_PROXY: url, http_proxy: url, https_proxy: url, NODE_OPTIONS: `--require ${INSIDE.fabric}/preload.cjs` });
-    } else {
-      env.FABRIC_WORKSPACE = ws.path;
-    }
-    const plan = spawnPlan(
-      { level: spec.level, command: spec.command, workspace: ws.path, codeDir: spec.codeDir, runDir: path.join(ws.dir, 'run'), helpersDir: host.helpersDir, env, cgroupProcs: cgroup.procsFiles },
-      host.bwrap ?? 'bwrap',
-    );
-    const started = performance.now();
-    const child = spawn(plan.file, plan.args, { cwd: plan.cwd, env: plan.env, uid: spec.uid, gid: spec.uid, detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
+    const { ws, cgroup, child } = sandbox;
+    sandbox.proxy?.setPolicy({ allow: spec.egress, internal: spec.internal, onDecision: host.onEgress });
     let stopped: SessionOutcome['stopped'];
-    const kill = () => {
-      if (child.pid) {
-        try {
-          process.kill(-child.pid, 'SIGKILL');
-        } catch {
-          /* already gone */
-        }
-      }
-      void cgroup.killAll();
+    const stop = (why: SessionOutcome['stopped']) => {
+      stopped ??= why;
+      sandbox.kill();
     };
-    const onAbort = () => {
-      stopped = String(signal.reason) as SessionOutcome['stopped'];
-      kill();
-    };
+    const onAbort = () => stop(String(signal.reason) as SessionOutcome['stopped']);
     if (signal.aborted) onAbort();
     else signal.addEventListener('abort', onAbort, { once: true });
-    const timer = setTimeout(() => {
-      stopped = 'timeout';
-      kill();
-    }, spec.timeoutMs);
+    const timer = setTimeout(() => stop('timeout'), spec.timeoutMs);
+    const silence = host.heartbeat?.timeoutMs ?? DEFAULT_HEARTBEAT_TIMEOUT_MS;
+    const watchdog = setInterval(
+      () => {
+        if (performance.now() - sandbox.lastBeatAt > silence) stop('heartbeat_lost');
+      },
+      Math.max(20, Math.min(1000, silence / 4)),
+    );
 
-    child.stdin.on('error', () => {}); // a program that never reads its stdin
+    sandbox.start({ command: spec.command, env: sandbox.programEnv(spec.env) });
     child.stdin.end(spec.stdin);
     let lastStdout = '';
     createInterface({ input: child.stdout }).on('line', (line) => {
@@ -171,12 +157,11 @@ export async function runSession(spec: SessionSpec, host: SessionHost, signal: A
       stderrTail = (stderrTail + line + '\n').slice(-STDERR_TAIL);
       host.onLog(line.slice(0, MAX_LOG_LINE));
     });
-    const [exitCode, sig] = await new Promise<[number | null, string | null]>((resolve, reject) => {
-      child.on('error', reject);
-      child.on('close', (code, s) => resolve([code, s]));
+    const [exitCode, sig] = await sandbox.closed.finally(() => {
+      clearTimeout(timer);
+      clearInterval(watchdog);
+      signal.removeEventListener('abort', onAbort);
     });
-    clearTimeout(timer);
-    signal.removeEventListener('abort', onAbort);
     await cgroup.killAll(); // nothing of the session outlives it (daemonised children included)
     const wallSeconds = (performance.now() - started) / 1000;
     const usage = await cgroup.usage();
@@ -199,6 +184,7 @@ export async function runSession(spec: SessionSpec, host: SessionHost, signal: A
       resultError,
       signal: sig,
       stopped,
+      warm,
       oomKilled: usage.oomKilled,
       result,
       stderrTail,
@@ -207,9 +193,7 @@ export async function runSession(spec: SessionSpec, host: SessionHost, signal: A
       wipe,
     };
   } finally {
-    await proxy?.close().catch(() => {});
-    for (const c of cleanups.reverse()) await c().catch(() => {});
-    // the wipe above is the normal path; after an error this wipes what is left
-    await ws.wipe().catch(() => {});
+    // never reused: whatever is left is killed, the cgroup removed, the workspace wiped (again, after an error)
+    await sandbox.dispose();
   }
 }

@@ -118,8 +118,8 @@ function parseInternal(entries: readonly string[]): Set<string> {
 export class EgressProxy {
   /** The most recent decisions, oldest first (bounded by keepDecisions). */
   readonly decisions: EgressDecision[] = [];
-  private readonly allow: AllowEntry[];
-  private readonly internal: Set<string>;
+  private allow: AllowEntry[];
+  private internal: Set<string>;
   private readonly opts: Required<Omit<EgressProxyOptions, 'allow' | 'internal' | 'onDecision'>> & Pick<EgressProxyOptions, 'onDecision'>;
   private readonly server: http.Server;
   private readonly clients = new Set<Duplex>();
@@ -169,6 +169,18 @@ export class EgressProxy {
       if ((socket as net.Socket).writable && !(socket as net.Socket).bytesWritten) rawReply(socket, status, 'agent-fabric egress: malformed request');
       else socket.destroy();
     });
+  }
+
+  /**
+   * Replaces the allow-list, the internal endpoints and the decision observer. A warm sandbox's
+   * proxy listens (denying everything) before its task is known and gets the agent's policy here.
+   */
+  setPolicy(p: Pick<EgressProxyOptions, 'allow' | 'internal' | 'onDecision'>): void {
+    const allow = parseAllowList(p.allow);
+    const internal = parseInternal(p.internal ?? []);
+    this.allow = allow;
+    this.internal = internal;
+    this.opts.onDecision = p.onDecision;
   }
 
   /** Listens on a Unix socket path (a stale socket file there is replaced), or on TCP for tests. */
