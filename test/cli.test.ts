@@ -236,6 +236,8 @@ describe('dev on the embedded database (pglite)', { skip: ENGINE !== 'pglite' &&
     const r = await api(server.url, server.adminToken, 'POST', '/api/agents/provision', { name: 'cli-bot', model: 'gpt-4o-mini' });
     assert.equal(r.status, 201, JSON.stringify(r.json));
     agentId = (r.json.agent as { id: string }).id;
+    const put = await api(server.url, server.adminToken, 'PUT', `/api/agents/${agentId}/memory/last_processed_lead_id`, { value: 4711 });
+    assert.equal(put.status, 200, JSON.stringify(put.json));
   });
 
   it('serves /openapi.json with the provision route, and /readyz', async () => {
@@ -285,6 +287,8 @@ describe('dev on the embedded database (pglite)', { skip: ENGINE !== 'pglite' &&
     assert.equal(list.status, 200, JSON.stringify(list.json));
     assert.deepEqual(agentNames(list.json), ['cli-bot']);
     assert.equal((await api(server.url, server.adminToken, 'GET', `/api/agents/${agentId}`)).status, 200);
+    const memory = await api(server.url, server.adminToken, 'GET', `/api/agents/${agentId}/memory/last_processed_lead_id`);
+    assert.equal(memory.json.value, 4711, 'a memory key survives the restart');
     assert.equal(await server.stop(), 0);
   });
 });
@@ -319,7 +323,7 @@ describe('serve and migrate on PostgreSQL', { skip: ENGINE !== 'postgres' && 'se
     assert.match(second.stdout, /schema is current/);
   });
 
-  it('serve comes up; a `token --role admin` token with the same secret provisions an agent; SIGTERM exits 0', { timeout: START_TIMEOUT_MS + 30_000 }, async () => {
+  it('serve comes up; a `token --role admin` token with the same secret provisions an agent; SIGTERM exits 0', { timeout: 2 * START_TIMEOUT_MS + 30_000 }, async () => {
     const server = await startServer(['serve', '--port', '0'], full());
     assert.equal(server.adminToken, undefined);
     assert.equal((await api(server.url, undefined, 'GET', '/readyz')).status, 200);
@@ -328,7 +332,13 @@ describe('serve and migrate on PostgreSQL', { skip: ENGINE !== 'postgres' && 'se
     const r = await api(server.url, t.stdout.trim(), 'POST', '/api/agents/provision', { name: 'pg-bot', model: 'gpt-4o-mini' });
     assert.equal(r.status, 201, JSON.stringify(r.json));
     assert.deepEqual(agentNames((await api(server.url, t.stdout.trim(), 'GET', '/api/agents')).json), ['pg-bot']);
+    const agent = (r.json.agent as { id: string }).id;
+    assert.equal((await api(server.url, t.stdout.trim(), 'PUT', `/api/agents/${agent}/memory/cursor`, { value: { page: 3 } })).status, 200);
     assert.equal(await server.stop(), 0, describeCli(['serve'], server.cli));
+    const again = await startServer(['serve', '--port', '0'], full());
+    const memory = await api(again.url, t.stdout.trim(), 'GET', `/api/agents/${agent}/memory/cursor`);
+    assert.deepEqual(memory.json.value, { page: 3 }, 'a memory key survives a restart of the server process');
+    assert.equal(await again.stop(), 0);
   });
 
   it('serve without FABRIC_JWT_SECRET exits 1 naming it', async () => {
