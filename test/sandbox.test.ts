@@ -36,22 +36,6 @@ const PROGRAMS: Record<string, string> = {
     const fs = require('fs');
     fs.writeFileSync(process.env.FABRIC_WORKSPACE + '/out/partial.txt', 'written before the timeout');
     setTimeout(() => {}, 60000);`,
-  'escape.js': `
-    const fs = require('fs'); const net = require('net'); const dns = require('dns');
-    const attempt = (f) => { try { return 'ALLOWED: ' + String(f()).slice(0, 80); } catch (e) { return 'blocked: ' + e.code; } };
-    const r = {
-      read_root: attempt(() => fs.readdirSync('/root')),
-      read_data_dir: attempt(() => fs.readdirSync(__DATA_DIR__)),
-      read_sessions: attempt(() => fs.readdirSync(__SESSIONS_DIR__)),
-      write_usr: attempt(() => fs.writeFileSync('/usr/pwned', 'x')),
-      write_agent_code: attempt(() => fs.writeFileSync('/agent/pwned', 'x')),
-      host_processes: fs.readdirSync('/proc').filter((p) => /^\\d+$/.test(p)).length,
-      uid: process.getuid(),
-    };
-    const tcp = new Promise((res) => { const s = net.connect(5432, '127.0.0.1'); s.on('connect', () => res('ALLOWED')); s.on('error', (e) => res('blocked: ' + e.code)); });
-    const lookup = new Promise((res) => dns.lookup('example.com', (e, a) => res(e ? 'blocked: ' + e.code : 'ALLOWED: ' + a)));
-    Promise.all([tcp, lookup]).then(([t, d]) => { r.direct_tcp = t; r.dns = d; fs.writeFileSync('/workspace/result.json', JSON.stringify(r)); });`,
-  'memhog.js': `const keep = []; for (;;) keep.push(Buffer.alloc(16 * 1024 * 1024, 1));`,
 };
 
 describe(`sandboxed execution (${ENGINE})`, { skip }, () => {
@@ -66,13 +50,9 @@ describe(`sandboxed execution (${ENGINE})`, { skip }, () => {
     fs.mkdirSync(codeDir, { mode: 0o755 });
     fs.chmodSync(root, 0o755);
     const dirs = prepareSandboxRoot(path.join(root, 'sandbox'));
-    for (const [name, src] of Object.entries(PROGRAMS)) {
-      const text = src.replace('__DATA_DIR__', JSON.stringify(t.config.dataDir)).replace('__SESSIONS_DIR__', JSON.stringify(dirs.sessionsDir));
-      fs.writeFileSync(path.join(codeDir, name), text, { mode: 0o644 });
-    }
+    for (const [name, src] of Object.entries(PROGRAMS)) fs.writeFileSync(path.join(codeDir, name), src, { mode: 0o644 });
     const executor = new SandboxExecutor({
       db: t.db,
-      workerId: 'test-worker',
       inProcess: new InProcessExecutor({ root: process.cwd() }),
       uids: new UidPool(dirs.uidsDir, 300_000, 100),
       host: { ...dirs, bwrap: host.bwrap, cgroups: host.cgroups, tmpfsMb: 64, artifactsDir: path.join(root, 'artifacts') },
@@ -124,26 +104,5 @@ describe(`sandboxed execution (${ENGINE})`, { skip }, () => {
     assert.deepEqual(s!.artifacts.map((a: { name: string }) => a.name), ['partial.txt']);
     assert.equal(fs.readFileSync(path.join(root, 'artifacts', done.tenant_id, id, task.id, '1', 'partial.txt'), 'utf8'), 'written before the timeout');
     assert.equal(s!.wipe.verified, true);
-  });
-
-  it('memory: allocating past memory_mb is killed and recorded as oom_killed', async () => {
-    const id = await agent('container', 'memhog.js', { memory_mb: 64 });
-    const task = (await submit(t, { agent_id: id, type: 'hog', max_retries: 0 })).json().task;
-    const done = await waitForTask(t, task.id, terminal, 30_000);
-    assert.equal(done.status, 'dead_lettered');
-    const [s] = await sessions(id);
-    assert.equal(s!.error.code, 'oom_killed');
-    assert.equal(s!.usage.oomKilled, true);
-  });
-
-  it('escape attempts from a container are blocked', async () => {
-    const id = await agent('container', 'escape.js');
-    const task = (await submit(t, { agent_id: id, type: 'escape' })).json().task;
-    const done = await waitForTask(t, task.id, terminal, 20_000);
-    assert.equal(done.status, 'completed', JSON.stringify(done.error));
-    const r = done.result as Record<string, string | number>;
-    for (const k of ['read_root', 'read_data_dir', 'read_sessions', 'write_usr', 'write_agent_code', 'direct_tcp', 'dns'])
-      assert.match(String(r[k]), /^blocked/, `${k}: ${r[k]}`);
-    assert.ok(Number(r.host_processes) <= 4, `sees only its own processes, saw ${r.host_processes}`);
   });
 });
