@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { detectSandboxHost, missingFor, prepareSandboxRoot } from './host.js';
 import type { LaunchedSandbox, SandboxProfile } from './launch.js';
 import { WarmPool, type WarmPoolOptions } from './pool.js';
@@ -19,6 +21,74 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Prints token | task id | stdin | the sorted names of its environment. */
 const REPORT = `printf '%s|%s|%s|%s\\n' "$FABRIC_TOKEN" "$FABRIC_TASK_ID" "$(cat)" "$(env | cut -d= -f1 | sort | tr '\\n' ',')"`;
+
+/** Whether a process is running (a zombie waiting for its reaper is not). */
+function alive(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+const RELAY = path.join(path.dirname(fileURLToPath(import.meta.url)), 'egress', 'relay.cjs');
+
+/** relay.cjs as a supervisor only (no egress socket), its control channel on fd 3, as launch.ts runs it. */
+function supervisor(extra: string[] = []) {
+  const child = spawn(process.execPath, [RELAY, '--control', '3', '--beat', '50', ...extra], { stdio: ['pipe', 'pipe', 'pipe', 'pipe'] });
+  const control = child.stdio[3] as unknown as Socket;
+  let beats = 0;
+  control.on('data', (d: Buffer) => (beats += d.length));
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exit = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  return { child, control, exit, beats: () => beats, out: () => ({ stdout, stderr }) };
+}
+
+describe('the supervisor (relay.cjs --control)', () => {
+  it('heartbeats while it waits, then runs the command of its header line with exactly that environment, stdin passed through, fd 3 not inherited', async () => {
+    const s = supervisor();
+    while (s.beats() < 3) await sleep(20);
+    const script = 'let i=""; process.stdin.on("data", d => i += d).on("end", () => { let fd3; try { require("fs").fstatSync(3); fd3 = require("fs").readlinkSync("/proc/self/fd/3"); } catch { fd3 = "closed"; } console.log(JSON.stringify({ env: process.env, stdin: i, fd3 })); });';
+    s.control.write(`${JSON.stringify({ command: [process.execPath, '-e', script], env: { ONLY: 'this' } })}\n`);
+    s.child.stdin!.end('the task');
+    assert.equal(await s.exit, 0, s.out().stderr);
+    const r = JSON.parse(s.out().stdout) as { env: Record<string, string>; stdin: string; fd3: string };
+    assert.deepEqual(r.env, { ONLY: 'this' });
+    assert.equal(r.stdin, 'the task');
+    assert.ok(r.fd3 === 'closed' || r.fd3 === '/dev/null', `the program's fd 3 is ${r.fd3}, not the control channel`);
+  });
+
+  it('refuses a malformed header, saying what it expects', async () => {
+    const s = supervisor();
+    s.control.write('{"command": "not an array"}\n');
+    assert.equal(await s.exit, 2);
+    assert.match(s.out().stderr, /needs "command" \(non-empty array of strings\) and "env"/);
+  });
+
+  it('kills its program and exits when the worker’s end of the control channel closes', async () => {
+    const s = supervisor(['--', process.execPath, '-e', 'console.log(process.pid); setTimeout(() => {}, 60000)']);
+    while (!s.out().stdout.trim()) await sleep(20);
+    const program = Number(s.out().stdout.trim());
+    s.control.destroy();
+    assert.equal(await s.exit, 1);
+    for (let i = 0; i < 100 && alive(program); i++) await sleep(20);
+    assert.equal(alive(program), false, `the program (pid ${program}) outlived its supervisor`);
+  });
+
+  it('refuses arguments it cannot use', async () => {
+    for (const args of [[], ['--control', '1'], ['--control', '3', 'only-a-socket']]) {
+      const r = spawn(process.execPath, [RELAY, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let err = '';
+      r.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      assert.equal(await new Promise((resolve) => r.on('close', resolve)), 2, args.join(' '));
+      assert.match(err, /usage: node relay.cjs/);
+    }
+  });
+});
 
 describe('warm pool of sandboxes', () => {
   it('size 0 disables it: take() never returns a sandbox and close() is immediate', async () => {
@@ -101,14 +171,6 @@ describe('warm pool and heartbeats in real sandboxes', { skip }, () => {
       return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
     } catch {
       return '';
-    }
-  };
-  const alive = (pid: number) => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
     }
   };
   /** The supervisor: node running relay.cjs (bwrap's own command line mentions relay.cjs too). */
