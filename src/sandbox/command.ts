@@ -79,6 +79,8 @@ function bwrapArgs(spec: CommandSpec): string[] {
   a.push('--ro-bind', spec.helpersDir, INSIDE.fabric);
   a.push('--bind', spec.runDir, INSIDE.run);
   if (spec.codeDir) a.push('--ro-bind', spec.codeDir, INSIDE.code);
+  // the root bwrap builds is a tmpfs: read-only, so only /workspace, /tmp and /run are writable
+  a.push('--remount-ro', '/');
   a.push('--chdir', spec.codeDir ? INSIDE.code : INSIDE.workspace);
   a.push('--clearenv');
   for (const [k, v] of Object.entries(spec.env)) a.push('--setenv', k, v);
