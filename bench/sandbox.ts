@@ -17,11 +17,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { detectSandboxHost, missingFor, prepareSandboxRoot } from '../src/sandbox/host.js';
+import { launchSandbox } from '../src/sandbox/launch.js';
 import { WarmPool } from '../src/sandbox/pool.js';
 import { runSession, type SessionHost, type SessionSpec } from '../src/sandbox/session.js';
 import { UidPool } from '../src/sandbox/uids.js';
 import { fmt, median, percentile } from './lib/stats.js';
-import { OtherCpu } from './sandbox/cpu.js';
+import { OtherCpu, ownCpuMs } from './sandbox/cpu.js';
 
 function intEnv(name: string, fallback: number): number {
   const v = process.env[name];
@@ -47,6 +48,8 @@ type Mode = 'cold' | 'warm';
 const wallMs = () => performance.timeOrigin + performance.now();
 
 const sandboxHost = detectSandboxHost();
+/** CPU ms every session's cgroup used so far (for OtherCpu). */
+let sandboxCpuMs = 0;
 
 interface Setup {
   root: string;
@@ -73,22 +76,23 @@ function setup(): Setup {
 }
 
 /** Runs the program in a session, as the executor does (a uid per session); returns when it printed its first instruction (wall ms). */
-async function inSandbox(s: Setup, level: Level, pool: WarmPool | undefined): Promise<{ firstAt: number; warm: boolean }> {
+async function inSandbox(s: Setup, level: Level, pool: WarmPool | undefined): Promise<{ firstAt: number; warm: boolean; cpuSeconds: number }> {
   const uid = await s.uids.acquire();
   try {
     const spec: SessionSpec = { id: randomUUID(), level, command: PROGRAM, ...LIMITS, egress: [], internal: [], env: {}, stdin: '', uid, timeoutMs: 30_000 };
     const out = await runSession(spec, { ...s.host, pool }, new AbortController().signal);
     if (out.exitCode !== 0 || typeof out.result !== 'number') throw new Error(`the ${level} sandbox did not run the program: exit ${out.exitCode}, stopped ${out.stopped}, stderr ${out.stderrTail}`);
-    return { firstAt: out.result * 1000, warm: out.warm };
+    sandboxCpuMs += out.usage.cpuSeconds * 1000;
+    return { firstAt: out.result * 1000, warm: out.warm, cpuSeconds: out.usage.cpuSeconds };
   } finally {
     await s.uids.release(uid);
   }
 }
 
-/** The peer: the same program through a plain child_process.spawn. */
+/** The peer: the same program through a plain child_process.spawn (with only PATH in its environment, as a sandbox's supervisor has). */
 function plainSpawn(file: string, args: readonly string[]): Promise<number> {
   return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'inherit'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.on('error', reject);
@@ -99,8 +103,38 @@ const peer = () => plainSpawn(PROGRAM[0]!, PROGRAM.slice(1));
 
 /** bubblewrap alone: the same namespaces, no cgroup, workspace, proxy or supervisor (where a cold container's time goes). */
 const BARE_BWRAP = ['--unshare-all', '--unshare-user', '--die-with-parent', '--new-session', '--cap-drop', 'ALL', '--ro-bind', '/usr', '/usr', '--symlink', 'usr/bin', '/bin', '--symlink', 'usr/lib', '/lib', '--symlink', 'usr/lib64', '/lib64', '--proc', '/proc', '--dev', '/dev', '--', ...PROGRAM];
-/** node starting up (the supervisor's interpreter), to its first instruction. */
+/** node starting up (the supervisor's interpreter), to its first instruction; without the bench's environment (NODE_EXTRA_CA_CERTS alone adds ~30 ms here). */
 const NODE_FIRST = ['-e', 'process.stdout.write(String((performance.timeOrigin + performance.now()) / 1000))'];
+
+/**
+ * A cold container session's phases, through launch.ts directly: launchSandbox (workspace, cgroup,
+ * proxy, spawn) → its supervisor ready (sh, bwrap, node starting, listening) → header sent →
+ * the program's first instruction.
+ */
+async function coldPhases(s: Setup): Promise<[number, number, number]> {
+  const uid = await s.uids.acquire();
+  try {
+    const t0 = performance.now();
+    const sandbox = await launchSandbox({ level: 'container', codeDir: undefined, ...LIMITS }, s.host, { id: randomUUID(), uid });
+    try {
+      const t1 = performance.now();
+      await sandbox.ready;
+      const t2 = performance.now();
+      let out = '';
+      sandbox.child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      const sent = wallMs();
+      sandbox.start({ command: PROGRAM, env: sandbox.programEnv({}) });
+      sandbox.child.stdin.end();
+      await sandbox.closed;
+      sandboxCpuMs += (await sandbox.cgroup.usage()).cpuSeconds * 1000;
+      return [t1 - t0, t2 - t1, Number(out.trim()) * 1000 - sent];
+    } finally {
+      await sandbox.dispose();
+    }
+  } finally {
+    await s.uids.release(uid);
+  }
+}
 
 interface Latency {
   fabric: number[];
@@ -115,6 +149,9 @@ async function latencies(s: Setup): Promise<{ lines: Map<string, Latency>; compo
   const components = new Map<string, number[]>([
     ['bwrap alone', []],
     ['node startup', []],
+    ['launch', []],
+    ['ready', []],
+    ['first', []],
   ]);
   const time = async (f: () => Promise<number>) => {
     const t0 = wallMs();
@@ -138,6 +175,10 @@ async function latencies(s: Setup): Promise<{ lines: Map<string, Latency>; compo
       }
       components.get('bwrap alone')!.push(await time(() => plainSpawn(sandboxHost.bwrap!, BARE_BWRAP)));
       components.get('node startup')!.push(await time(() => plainSpawn(process.execPath, NODE_FIRST)));
+      const [launch, ready, first] = await coldPhases(s);
+      components.get('launch')!.push(launch);
+      components.get('ready')!.push(ready);
+      components.get('first')!.push(first);
     }
   } finally {
     await pool.close();
@@ -161,13 +202,22 @@ interface Rate {
   fabric: number;
   peer: number;
   warmShare?: number;
+  /** CPU ms per task: in the sandbox's cgroup (bwrap, the supervisor, the program) and in the worker process. */
+  cpu?: { sandbox: number; worker: number };
 }
 
 async function rates(s: Setup): Promise<Map<string, Rate>> {
   const out = new Map<string, Rate>();
   for (const c of CONCURRENCY) {
-    const cold = await throughput(c, () => inSandbox(s, 'container', undefined));
-    out.set(`container cold, ${c} at a time`, { fabric: cold, peer: await throughput(c, peer) });
+    let sandboxCpu = 0;
+    const before = ownCpuMs();
+    const cold = await throughput(c, async () => {
+      const r = await inSandbox(s, 'container', undefined); // not `x += await …`: that reads x before the await
+      sandboxCpu += r.cpuSeconds * 1000;
+    });
+    const after = ownCpuMs();
+    const cpu = before !== undefined && after !== undefined ? { sandbox: sandboxCpu / TASKS, worker: (after - before) / TASKS } : undefined;
+    out.set(`container cold, ${c} at a time`, { fabric: cold, peer: await throughput(c, peer), ...(cpu ? { cpu } : {}) });
     const pool = new WarmPool({ host: s.host, uids: s.uids, size: c, onError: (e) => console.error(e.message) });
     try {
       await pool.waitIdle({ level: 'container', codeDir: undefined, ...LIMITS }, c, 60_000);
@@ -202,12 +252,14 @@ async function main(): Promise<void> {
   console.log(`before the run: load average ${os.loadavg().map((l) => fmt(l, 2)).join(' / ')}`);
   try {
     const other = new OtherCpu();
+    let mark = sandboxCpuMs;
     other.begin();
     const { lines, components } = await latencies(s);
-    const latencyNoise = other.end();
+    const latencyNoise = other.end(sandboxCpuMs - mark);
+    mark = sandboxCpuMs;
     other.begin();
     const tput = await rates(s);
-    const rateNoise = other.end();
+    const rateNoise = other.end(sandboxCpuMs - mark);
 
     console.log('');
     console.log('| measure | agent-fabric | plain spawn | ratio (fabric / spawn) |');
@@ -224,8 +276,13 @@ async function main(): Promise<void> {
     }
     console.log('');
     const peerAll = [...lines.values()].flatMap((l) => l.peer);
-    console.log(`where a cold container's time goes (medians, ms): plain spawn ${fmt(median(peerAll), 1)}; bwrap alone (namespaces, sh, date) ${fmt(median(components.get('bwrap alone')!), 1)}; node startup to its first instruction (the supervisor) ${fmt(median(components.get('node startup')!), 1)}`);
+    const med = (k: string) => fmt(median(components.get(k)!), 1);
+    console.log(
+      `where a cold container's time goes (medians, ms): launchSandbox (workspace tmpfs, cgroup, proxy, spawn) ${med('launch')} → supervisor ready (sh, bwrap, node starting, listening) ${med('ready')} → header to first instruction ${med('first')}; ` +
+        `for scale: plain spawn ${fmt(median(peerAll), 1)}, bwrap alone (the same namespaces, sh, date) ${med('bwrap alone')}, node starting to its first instruction ${med('node startup')}`,
+    );
     for (const [name, l] of lines) console.log(`${name}: min ${fmt(Math.min(...l.fabric), 1)}, max ${fmt(Math.max(...l.fabric), 1)} ms`);
+    for (const [name, r] of tput) if (r.cpu) console.log(`${name}: CPU per task ${fmt(r.cpu.sandbox)} ms in the sandbox's cgroup (bwrap, the supervisor, the program) + ${fmt(r.cpu.worker)} ms in the worker process (mount and umount not counted)`);
     for (const [name, r] of tput) if (r.warmShare !== undefined) console.log(`${name}: ${fmt(r.warmShare * 100)}% of the tasks took a warm sandbox (the rest ran cold while the pool refilled)`);
     const share = (x: number | undefined) => (x === undefined ? 'unknown' : `${fmt(x * 100)}%`);
     console.log(`other programs used ${share(latencyNoise)} of the machine's CPU during the latency lines and ${share(rateNoise)} during the throughput lines`);
