@@ -53,7 +53,7 @@ let sandboxCpuMs = 0;
 
 interface Setup {
   root: string;
-  host: Omit<SessionHost, 'pool'>;
+  host: Omit<SessionHost, 'pool' | 'uids'>;
   uids: UidPool;
 }
 
@@ -75,18 +75,13 @@ function setup(): Setup {
   return { root, host, uids };
 }
 
-/** Runs the program in a session, as the executor does (a uid per session); returns when it printed its first instruction (wall ms). */
+/** Runs the program in a session, as the executor does (a uid per cold session); returns when it printed its first instruction (wall ms). */
 async function inSandbox(s: Setup, level: Level, pool: WarmPool | undefined): Promise<{ firstAt: number; warm: boolean; cpuSeconds: number }> {
-  const uid = await s.uids.acquire();
-  try {
-    const spec: SessionSpec = { id: randomUUID(), level, command: PROGRAM, ...LIMITS, egress: [], internal: [], env: {}, stdin: '', uid, timeoutMs: 30_000 };
-    const out = await runSession(spec, { ...s.host, pool }, new AbortController().signal);
-    if (out.exitCode !== 0 || typeof out.result !== 'number') throw new Error(`the ${level} sandbox did not run the program: exit ${out.exitCode}, stopped ${out.stopped}, stderr ${out.stderrTail}`);
-    sandboxCpuMs += out.usage.cpuSeconds * 1000;
-    return { firstAt: out.result * 1000, warm: out.warm, cpuSeconds: out.usage.cpuSeconds };
-  } finally {
-    await s.uids.release(uid);
-  }
+  const spec: SessionSpec = { id: randomUUID(), level, command: PROGRAM, ...LIMITS, egress: [], internal: [], env: {}, stdin: '', timeoutMs: 30_000 };
+  const out = await runSession(spec, { ...s.host, uids: s.uids, pool }, new AbortController().signal);
+  if (out.exitCode !== 0 || typeof out.result !== 'number') throw new Error(`the ${level} sandbox did not run the program: exit ${out.exitCode}, stopped ${out.stopped}, stderr ${out.stderrTail}`);
+  sandboxCpuMs += out.usage.cpuSeconds * 1000;
+  return { firstAt: out.result * 1000, warm: out.warm, cpuSeconds: out.usage.cpuSeconds };
 }
 
 /** The peer: the same program through a plain child_process.spawn (with only PATH in its environment, as a sandbox's supervisor has). */

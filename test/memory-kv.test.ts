@@ -99,8 +99,8 @@ describe(`key-value memory (${ENGINE})`, () => {
     const seen: string[] = [];
     let cursor: string | null = null;
     do {
-      const page = (await call('GET', c, `?prefix=${encodeURIComponent('lead/')}&limit=2${cursor ? `&cursor=${cursor}` : ''}`)).json();
-      seen.push(...page.keys.map((k: { key: string }) => k.key));
+      const page: { keys: { key: string }[]; next_cursor: string | null } = (await call('GET', c, `?prefix=${encodeURIComponent('lead/')}&limit=2${cursor ? `&cursor=${cursor}` : ''}`)).json();
+      seen.push(...page.keys.map((k) => k.key));
       cursor = page.next_cursor;
     } while (cursor);
     assert.deepEqual(seen, ['lead/001', 'lead/002', 'lead/003', 'lead/010']);

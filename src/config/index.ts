@@ -32,6 +32,10 @@ export interface SandboxConfig {
   pidsLimit: number;
   /** The fabric's API as sandboxes reach it (through their egress proxy). `FABRIC_SANDBOX_API_URL`, default this process's own API. */
   apiUrl: string | undefined;
+  /** Ready sandboxes kept per isolation profile (0 = none: every session launches cold). `FABRIC_SANDBOX_WARM_POOL_SIZE`, default 1. */
+  warmPoolSize: number;
+  /** A session whose supervisor is silent this long is killed (heartbeat_lost). `FABRIC_SANDBOX_HEARTBEAT_TIMEOUT_SECONDS`, default 10. */
+  heartbeatTimeoutSeconds: number;
 }
 
 /** Per-agent files: size limit, storage provider and URL signing (see README "Files"). */
@@ -46,6 +50,30 @@ export interface FilesConfig {
   s3: { endpoint: string | undefined; bucket: string | undefined; region: string; accessKeyId: string | undefined; secretAccessKey: string | undefined; forcePathStyle: boolean; prefix: string };
   /** Key material for signed download URLs. `FABRIC_URL_SIGNING_SECRET`, default derived from the JWT secret. */
   urlSigningSecret: string | undefined;
+}
+
+/** Semantic memory: which embedding provider makes the vectors (see README "Semantic memory"). */
+export interface EmbeddingsConfig {
+  /** local (offline word vectors) | openai (any OpenAI-compatible /v1/embeddings). `FABRIC_EMBEDDINGS_PROVIDER`, default local. */
+  provider: 'local' | 'openai';
+  /** Model name. `FABRIC_EMBEDDINGS_MODEL`, default wink-sg-100d-sif-v1 (local) or text-embedding-3-small (openai). */
+  model: string;
+  /** Base URL of the OpenAI-compatible API (…/v1). `FABRIC_EMBEDDINGS_BASE_URL`, default https://api.openai.com/v1. */
+  baseUrl: string;
+  /** Bearer key for that API. `FABRIC_EMBEDDINGS_API_KEY` */
+  apiKey: string | undefined;
+  /** Ask the model for this many dimensions (text-embedding-3 models). `FABRIC_EMBEDDINGS_DIMENSIONS` */
+  dimensions: number | undefined;
+  /** One provider call's timeout. `FABRIC_EMBEDDINGS_TIMEOUT_MS`, default 30000. */
+  timeoutMs: number;
+  /** Retries of a call that got 429, 5xx, a timeout or a network error. `FABRIC_EMBEDDINGS_MAX_RETRIES`, default 4. */
+  maxRetries: number;
+  /** Most texts per provider call. `FABRIC_EMBEDDINGS_BATCH_SIZE`, default 96. */
+  batchSize: number;
+  /** Where the local provider keeps its compact word-vector file. `FABRIC_EMBEDDINGS_CACHE_DIR`, default <data dir>/embeddings. */
+  cacheDir: string;
+  /** Memory for the exact-search vector cache (engines without pgvector), in MB. `FABRIC_SEMANTIC_CACHE_MB`, default 512. */
+  searchCacheMb: number;
 }
 
 /** Everything the service reads from its environment, validated once at start. */
@@ -92,6 +120,7 @@ export interface FabricConfig {
   /** Channel named in alert bodies. `FABRIC_ALERT_CHANNEL`, default #fleet-ops. */
   alertChannel: string;
   sandbox: SandboxConfig;
+  embeddings: EmbeddingsConfig;
   files: FilesConfig;
   /** How often expired memory keys are deleted (reads never return them anyway). `FABRIC_MEMORY_SWEEP_SECONDS`, default 60. */
   memorySweepSeconds: number;
@@ -134,6 +163,8 @@ const EnvSchema = z.object({
   FABRIC_SANDBOX_TMPFS_MB: int(0).max(1024 * 1024).default(256),
   FABRIC_SANDBOX_PIDS_LIMIT: int(8).max(100_000).default(128),
   FABRIC_SANDBOX_API_URL: z.url().optional(),
+  FABRIC_SANDBOX_WARM_POOL_SIZE: int(0).max(64).default(1),
+  FABRIC_SANDBOX_HEARTBEAT_TIMEOUT_SECONDS: int(3).max(3600).default(10),
   FABRIC_FILES_MAX_BYTES: int(1).default(50 * 1024 * 1024),
   FABRIC_STORAGE: z.enum(['local', 's3']).default('local'),
   FABRIC_FILES_DIR: z.string().min(1).optional(),
@@ -145,6 +176,16 @@ const EnvSchema = z.object({
   FABRIC_S3_FORCE_PATH_STYLE: z.enum(['true', 'false', '1', '0']).default('false').transform((v) => v === 'true' || v === '1'),
   FABRIC_S3_PREFIX: z.string().regex(/^([a-z0-9][a-z0-9._-]*\/)*$/, 'must be empty or end with / (e.g. fabric/files/)').default(''),
   FABRIC_URL_SIGNING_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+  FABRIC_EMBEDDINGS_PROVIDER: z.enum(['local', 'openai']).default('local'),
+  FABRIC_EMBEDDINGS_MODEL: z.string().min(1).max(200).optional(),
+  FABRIC_EMBEDDINGS_BASE_URL: z.url().default('https://api.openai.com/v1'),
+  FABRIC_EMBEDDINGS_API_KEY: z.string().min(1).optional(),
+  FABRIC_EMBEDDINGS_DIMENSIONS: int(1).max(16_000).optional(),
+  FABRIC_EMBEDDINGS_TIMEOUT_MS: int(100).default(30_000),
+  FABRIC_EMBEDDINGS_MAX_RETRIES: int(0).max(20).default(4),
+  FABRIC_EMBEDDINGS_BATCH_SIZE: int(1).max(2048).default(96),
+  FABRIC_EMBEDDINGS_CACHE_DIR: z.string().min(1).optional(),
+  FABRIC_SEMANTIC_CACHE_MB: int(1).default(512),
   FABRIC_DEFAULT_MONTHLY_TOKEN_LIMIT: int(0).default(1_000_000),
   FABRIC_DEFAULT_MONTHLY_COST_LIMIT_USD: z.coerce.number().min(0).default(100),
   FABRIC_DEFAULT_STORAGE_LIMIT_BYTES: int(0).default(5 * 1024 ** 3),
@@ -227,6 +268,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
       },
       urlSigningSecret: e.FABRIC_URL_SIGNING_SECRET,
     },
+    embeddings: {
+      provider: e.FABRIC_EMBEDDINGS_PROVIDER,
+      model: e.FABRIC_EMBEDDINGS_MODEL ?? (e.FABRIC_EMBEDDINGS_PROVIDER === 'local' ? 'wink-sg-100d-sif-v1' : 'text-embedding-3-small'),
+      baseUrl: e.FABRIC_EMBEDDINGS_BASE_URL.replace(/\/+$/, ''),
+      apiKey: e.FABRIC_EMBEDDINGS_API_KEY,
+      dimensions: e.FABRIC_EMBEDDINGS_DIMENSIONS,
+      timeoutMs: e.FABRIC_EMBEDDINGS_TIMEOUT_MS,
+      maxRetries: e.FABRIC_EMBEDDINGS_MAX_RETRIES,
+      batchSize: e.FABRIC_EMBEDDINGS_BATCH_SIZE,
+      cacheDir: path.resolve(e.FABRIC_EMBEDDINGS_CACHE_DIR ?? path.join(e.FABRIC_DATA_DIR, 'embeddings')),
+      searchCacheMb: e.FABRIC_SEMANTIC_CACHE_MB,
+    },
     sandbox: {
       dir: path.resolve(e.FABRIC_SANDBOX_DIR),
       uidBase: e.FABRIC_SANDBOX_UID_BASE,
@@ -234,10 +287,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
       tmpfsMb: e.FABRIC_SANDBOX_TMPFS_MB,
       pidsLimit: e.FABRIC_SANDBOX_PIDS_LIMIT,
       apiUrl: e.FABRIC_SANDBOX_API_URL,
+      warmPoolSize: e.FABRIC_SANDBOX_WARM_POOL_SIZE,
+      heartbeatTimeoutSeconds: e.FABRIC_SANDBOX_HEARTBEAT_TIMEOUT_SECONDS,
     },
   };
   const merged = { ...config, ...stripUndefined(overrides) };
   if (overrides.dataDir) merged.dataDir = path.resolve(overrides.dataDir);
+  if (overrides.dataDir && !e.FABRIC_EMBEDDINGS_CACHE_DIR && !overrides.embeddings) merged.embeddings = { ...merged.embeddings, cacheDir: path.join(merged.dataDir, 'embeddings') };
   return merged;
 }
 

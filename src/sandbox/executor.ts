@@ -6,8 +6,8 @@ import type { Task } from '../queue/index.js';
 import { logger } from '../telemetry/index.js';
 import { codeDirProblem } from './code-dir.js';
 import type { EgressDecision } from './egress/index.js';
-import { PermanentError, type ExecutionContext, type Executor } from '../worker/index.js';
-import { runSession, type SessionHost, type SessionOutcome } from './session.js';
+import { AttemptError, PermanentError, type ExecutionContext, type Executor } from '../worker/index.js';
+import { DEFAULT_HEARTBEAT_TIMEOUT_MS, runSession, type SessionHost, type SessionOutcome } from './session.js';
 import { recordSessionEnd, recordSessionStart, type SessionStatus } from './sessions.js';
 import type { UidPool } from './uids.js';
 
@@ -15,9 +15,10 @@ export interface SandboxExecutorOptions {
   db: Db;
   /** Runs `isolation: none` agents (trusted, in-process). */
   inProcess: Executor;
+  /** Uids for sandboxes (the warm pool's, when there is one, must be the same). */
   uids: UidPool;
-  /** Where sessions live and what the host offers; `artifactsDir` is the root of every task's artifacts. */
-  host: Omit<SessionHost, 'onLog' | 'onEgress'>;
+  /** Where sessions live, what the host offers, the warm pool and heartbeats; `artifactsDir` is the root of every task's artifacts. */
+  host: Omit<SessionHost, 'onLog' | 'onEgress' | 'uids'>;
   /** The fabric's API as the sandbox reaches it (through its egress proxy), e.g. http://127.0.0.1:8787. */
   apiUrl: string;
   /** Session credentials: a JWT with sub = agent id, sid = session id, role agent, expiring with the task's timeout. */
@@ -49,13 +50,18 @@ async function auditDenials(db: Db, task: Task, sessionId: string, denials: Egre
   }
 }
 
-/** Errors a sandboxed program causes end its attempt with these codes. */
-function failure(out: SessionOutcome, memoryMb: number): Error {
-  if (out.oomKilled) return new Error(`The program ran out of memory (memory_mb ${memoryMb}) and was killed.`);
-  if (out.resultError) return new Error(`The program exited 0 but ${out.resultError}`);
+/** How a session that did not complete failed, as the attempt's error; undefined when it completed or the worker stopped it. */
+function failureOf(out: SessionOutcome, memoryMb: number, heartbeatTimeoutMs: number): { code: string; message: string } | undefined {
+  if (out.oomKilled) return { code: 'oom_killed', message: `The program ran out of memory (memory_mb ${memoryMb}) and was killed.` };
+  if (out.stopped === 'heartbeat_lost')
+    return { code: 'heartbeat_lost', message: `The sandbox's supervisor sent no heartbeat for ${heartbeatTimeoutMs / 1000} s (frozen, or killed from inside), so the session was killed.` };
+  if (out.stopped === 'timeout') return { code: 'timed_out', message: 'The session ran past its timeout and was killed.' };
+  if (out.stopped) return undefined; // cancel, drain, lease loss: the worker records those
+  if (out.resultError) return { code: 'invalid_result', message: `The program exited 0 but ${out.resultError}` };
+  if (out.exitCode === 0) return undefined;
   const how = out.signal ? `was killed by ${out.signal}` : `exited with code ${out.exitCode}`;
   const tail = out.stderrTail.trim().split('\n').slice(-5).join('\n');
-  return new Error(`The program ${how}${tail ? `; stderr ends with:\n${tail}` : '.'}`);
+  return { code: 'exit_nonzero', message: `The program ${how}${tail ? `; stderr ends with:\n${tail}` : '.'}` };
 }
 
 function statusOf(out: SessionOutcome): SessionStatus {
@@ -91,7 +97,6 @@ export class SandboxExecutor implements Executor {
     const token = await o.mintSessionToken({ agentId: task.agent_id, tenantId: task.tenant_id, sessionId, ttlSeconds: task.timeout_seconds });
     const api = new URL(o.apiUrl);
     await recordSessionStart(o.db, { id: sessionId, tenantId: task.tenant_id, agentId: task.agent_id, taskId: task.id, attempt: ctx.attempt, workerId: ctx.workerId, isolation: iso.level });
-    const uid = await o.uids.acquire();
     const denials: EgressDecision[] = [];
     let denied = 0;
     let out: SessionOutcome;
@@ -116,12 +121,12 @@ export class SandboxExecutor implements Executor {
             OPENAI_API_KEY: token,
           },
           stdin: JSON.stringify(task),
-          uid,
           // the worker's own timer aborts at timeout_seconds; this is the backstop
           timeoutMs: (task.timeout_seconds + 5) * 1000,
         },
         {
           ...o.host,
+          uids: o.uids,
           artifactsDir: path.join(o.host.artifactsDir, task.tenant_id, task.agent_id, task.id, String(ctx.attempt)),
           onLog: (line) => ctx.log(line),
           onEgress: (d) => {
@@ -134,15 +139,14 @@ export class SandboxExecutor implements Executor {
       );
     } catch (err) {
       await recordSessionEnd(o.db, sessionId, { status: 'error', error: { code: 'sandbox_error', message: (err as Error).message } });
-      throw new Error(`The sandbox could not run: ${(err as Error).message}`);
+      throw new AttemptError(`The sandbox could not run: ${(err as Error).message}`, 'sandbox_error');
     } finally {
-      await o.uids.release(uid);
       if (denied) await auditDenials(o.db, task, sessionId, denials, denied).catch((err: unknown) => logger().error({ err, session_id: sessionId }, 'auditing egress denials failed'));
     }
     const status = statusOf(out);
-    const error = status === 'failed' ? { code: out.oomKilled ? 'oom_killed' : out.resultError ? 'invalid_result' : 'exit_nonzero', message: failure(out, iso.memory_mb).message } : null;
-    await recordSessionEnd(o.db, sessionId, { status, exitCode: out.exitCode, signal: out.signal, error, usage: out.usage, artifacts: out.artifacts, wipe: out.wipe });
+    const error = failureOf(out, iso.memory_mb, o.host.heartbeat?.timeoutMs ?? DEFAULT_HEARTBEAT_TIMEOUT_MS);
+    await recordSessionEnd(o.db, sessionId, { status, exitCode: out.exitCode, signal: out.signal, error, usage: { ...out.usage, warm: out.warm }, artifacts: out.artifacts, wipe: out.wipe });
     if (status === 'completed') return out.result;
-    throw failure(out, iso.memory_mb);
+    throw new AttemptError(error?.message ?? `The session was stopped (${out.stopped}).`, error?.code ?? 'stopped');
   }
 }

@@ -130,9 +130,8 @@ describe('warm pool and heartbeats in real sandboxes', { skip }, () => {
 
   const profileOf = (level: 'process' | 'container'): SandboxProfile => ({ level, memoryMb: 128, cpuCores: 1, pids: 32 });
 
-  /** Runs `script` with sh in a session of `level`; a uid is acquired for the cold case as the executor does. */
+  /** Runs `script` with sh in a session of `level` (a cold one takes a uid from `uids`). */
   async function session(level: 'process' | 'container', script: string, extra: { pool?: WarmPool; heartbeat?: SessionHost['heartbeat']; env?: Record<string, string>; internal?: string[]; id?: string } = {}) {
-    const uid = await uids.acquire();
     const spec: SessionSpec = {
       id: extra.id ?? randomUUID(),
       ...profileOf(level),
@@ -141,16 +140,11 @@ describe('warm pool and heartbeats in real sandboxes', { skip }, () => {
       internal: extra.internal ?? [],
       env: extra.env ?? {},
       stdin: '{"task":1}',
-      uid,
       timeoutMs: 30_000,
     };
     const logs: string[] = [];
-    const host: SessionHost = { ...launchHost, artifactsDir: path.join(root, 'artifacts', spec.id), onLog: (l) => logs.push(l), onEgress: () => {}, pool: extra.pool, heartbeat: extra.heartbeat };
-    try {
-      return { out: await runSession(spec, host, new AbortController().signal), logs, spec };
-    } finally {
-      await uids.release(uid);
-    }
+    const host: SessionHost = { ...launchHost, uids, artifactsDir: path.join(root, 'artifacts', spec.id), onLog: (l) => logs.push(l), onEgress: () => {}, pool: extra.pool, heartbeat: extra.heartbeat };
+    return { out: await runSession(spec, host, new AbortController().signal), logs, spec };
   }
 
   /** Pids in a session's cgroup (its pids controller). */

@@ -5,6 +5,7 @@ import type { CgroupUsage } from './cgroups.js';
 import type { EgressDecision } from './egress/index.js';
 import { launchSandbox, type LaunchHost, type LaunchedSandbox, type SandboxProfile } from './launch.js';
 import type { WarmPool } from './pool.js';
+import type { UidPool } from './uids.js';
 import type { WipeEvidence } from './workspace.js';
 
 /** Limits and what to run, resolved from the agent's IsolationConfig and entrypoint. */
@@ -23,12 +24,12 @@ export interface SessionSpec {
   /** Environment the agent gets (the session adds FABRIC_WORKSPACE and proxy settings). */
   env: Record<string, string>;
   stdin: string;
-  /** The sandbox's uid when it is launched for this session (a warm sandbox has its own, from the pool's UidPool). */
-  uid: number;
   timeoutMs: number;
 }
 
 export interface SessionHost extends LaunchHost {
+  /** Uids for sandboxes launched cold (a warm sandbox already holds one, from the same pool). */
+  uids: UidPool;
   /** Where /workspace/out is copied to before the wipe. */
   artifactsDir: string;
   onLog(line: string): void;
@@ -113,7 +114,13 @@ async function sandboxFor(spec: SessionSpec, host: SessionHost): Promise<{ sandb
   const profile: SandboxProfile = { level: spec.level, codeDir: spec.codeDir, memoryMb: spec.memoryMb, cpuCores: spec.cpuCores, pids: spec.pids };
   const warm = host.pool?.take(profile);
   if (warm) return { sandbox: warm, warm: true };
-  return { sandbox: await launchSandbox(profile, host, { id: spec.id, uid: spec.uid, heartbeatMs: host.heartbeat?.intervalMs }), warm: false };
+  const uid = await host.uids.acquire();
+  try {
+    return { sandbox: await launchSandbox(profile, host, { id: spec.id, uid, heartbeatMs: host.heartbeat?.intervalMs, release: () => host.uids.release(uid) }), warm: false };
+  } catch (err) {
+    await host.uids.release(uid);
+    throw err;
+  }
 }
 
 /**

@@ -7,6 +7,7 @@ import { SandboxExecutor, type SandboxExecutorOptions } from './executor.js';
 import { detectSandboxHost, missingFor, prepareSandboxRoot } from './host.js';
 import { reapStaleSandboxes } from './reaper.js';
 import { closeOrphanSessions } from './sessions.js';
+import { WarmPool } from './pool.js';
 import { UidPool } from './uids.js';
 
 export interface SandboxRuntimeOptions {
@@ -43,15 +44,14 @@ export async function startSandboxRuntime(o: SandboxRuntimeOptions): Promise<San
   const levels = { process: missingFor('process', host), container: missingFor('container', host) };
   if (levels.process) logger().warn({ reason: levels.process }, 'sandboxes unavailable on this host: agents with process or container isolation will fail');
   else if (levels.container) logger().warn({ reason: levels.container }, 'container sandboxes unavailable on this host');
-  const executors = (dirs: { sessionsDir: string; helpersDir: string; uidsDir: string }) => {
-    const uids = new UidPool(dirs.uidsDir, o.config.uidBase, o.config.uidCount);
-    const sessionHost = { ...dirs, bwrap: host.bwrap, cgroups: host.cgroups, tmpfsMb: o.config.tmpfsMb, artifactsDir: o.artifactsDir };
+  const executorOn = (dirs: { sessionsDir: string; helpersDir: string; uidsDir: string }, uids: UidPool, pool?: WarmPool) => {
+    const sessionHost = { ...dirs, bwrap: host.bwrap, cgroups: host.cgroups, tmpfsMb: o.config.tmpfsMb, artifactsDir: o.artifactsDir, pool, heartbeat: { timeoutMs: o.config.heartbeatTimeoutSeconds * 1000 } };
     return new SandboxExecutor({ db: o.db, inProcess: o.inProcess, uids, host: sessionHost, apiUrl: o.apiUrl, mintSessionToken: o.mintSessionToken, pidsLimit: o.config.pidsLimit, unavailable: (l) => levels[l] });
   };
   if (levels.process) {
     // nothing is created or cleaned on a host that cannot run sandboxes (it may not even own the dir)
     const dirs = { sessionsDir: path.join(o.config.dir, 'sessions'), helpersDir: path.join(o.config.dir, 'helpers'), uidsDir: path.join(o.config.dir, 'uids') };
-    return { levels, executor: executors(dirs), close: async () => {} };
+    return { levels, executor: executorOn(dirs, new UidPool(dirs.uidsDir, o.config.uidBase, o.config.uidCount)), close: async () => {} };
   }
   const dirs = prepareSandboxRoot(o.config.dir);
   const reaped = await reapStaleSandboxes(dirs.sessionsDir, host.cgroups);
@@ -60,5 +60,23 @@ export async function startSandboxRuntime(o: SandboxRuntimeOptions): Promise<San
   await sweep();
   const timer = setInterval(() => void sweep(), ORPHAN_SWEEP_MS);
   timer.unref();
-  return { levels, executor: executors(dirs), close: async () => clearInterval(timer) };
+  const uids = new UidPool(dirs.uidsDir, o.config.uidBase, o.config.uidCount);
+  const pool =
+    o.config.warmPoolSize > 0
+      ? new WarmPool({
+          host: { ...dirs, bwrap: host.bwrap, cgroups: host.cgroups, tmpfsMb: o.config.tmpfsMb },
+          uids,
+          size: o.config.warmPoolSize,
+          heartbeatTimeoutMs: o.config.heartbeatTimeoutSeconds * 1000,
+          onError: (err) => logger().warn({ err }, 'warm sandbox pool'),
+        })
+      : undefined;
+  return {
+    levels,
+    executor: executorOn(dirs, uids, pool),
+    close: async () => {
+      clearInterval(timer);
+      await pool?.close();
+    },
+  };
 }

@@ -3,14 +3,22 @@ import { pathToFileURL } from 'node:url';
 import type { Task } from '../queue/index.js';
 import type { Agent } from '../tenancy/index.js';
 
-/** Throw this from a handler to fail the task without retries. */
-export class PermanentError extends Error {
-  override name = 'PermanentError';
+/** Throw this to fail an attempt with a code of your own (e.g. oom_killed); it is retried like any failure. */
+export class AttemptError extends Error {
+  override name = 'AttemptError';
   constructor(
     message: string,
-    readonly code = 'permanent_error',
+    readonly code: string,
   ) {
     super(message);
+  }
+}
+
+/** Throw this from a handler to fail the task without retries. */
+export class PermanentError extends AttemptError {
+  override name = 'PermanentError';
+  constructor(message: string, code = 'permanent_error') {
+    super(message, code);
   }
 }
 

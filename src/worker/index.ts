@@ -1,2 +1,2 @@
 export { Worker, type WorkerOptions } from './worker.js';
-export { InProcessExecutor, PermanentError, type Executor, type ExecutionContext, type TaskHandler, type InProcessExecutorOptions } from './executor.js';
+export { AttemptError, InProcessExecutor, PermanentError, type Executor, type ExecutionContext, type TaskHandler, type InProcessExecutorOptions } from './executor.js';

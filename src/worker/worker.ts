@@ -20,7 +20,7 @@ import {
 import { logger, runWithContext, taskClaimLatency, taskDuration, tasksTotal } from '../telemetry/index.js';
 import { getAgent, type Agent } from '../tenancy/index.js';
 import { AttemptLog } from './attempt-log.js';
-import { ABORT_SETTLE_MS, PermanentError, type Executor } from './executor.js';
+import { ABORT_SETTLE_MS, AttemptError, PermanentError, type Executor } from './executor.js';
 
 export interface WorkerOptions {
   /** Unique per process; default host-pid-random. */
@@ -200,7 +200,7 @@ export class Worker {
       if (reason === 'timeout') return { kind: 'timed_out' };
       if (reason === 'cancel') return { kind: 'cancelled' };
       const e = coerceError(err);
-      const code = e instanceof PermanentError ? e.code : 'handler_error';
+      const code = e instanceof AttemptError ? e.code : 'handler_error';
       return { kind: 'failed', permanent: e instanceof PermanentError, error: { code, message: e.message } };
     } finally {
       await log.flush(); // the attempt's log is stored before its outcome
