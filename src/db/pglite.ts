@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
+import { vector } from '@electric-sql/pglite-pgvector';
 import { coalescedNotifier } from './coalesce.js';
 import { safeListener } from './listeners.js';
 import { acquireDirLock } from './lockfile.js';
@@ -23,6 +24,8 @@ export async function openPglite(options: PgliteOptions = {}): Promise<Db & { du
       ...(options.dataDir ? { dataDir: path.join(options.dataDir, 'pgdata') } : {}),
       ...(options.loadDataDir ? { loadDataDir: options.loadDataDir } : {}),
       parsers,
+      // pgvector for semantic memory (migrations/0008 creates it when present)
+      extensions: { vector },
     });
   } catch (err) {
     release();

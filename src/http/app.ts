@@ -6,6 +6,7 @@ import { FabricError } from '../errors/index.js';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { EventHubOptions } from '../events/index.js';
 import type { ProvisionOptions } from '../tenancy/index.js';
+import type { SemanticMemoryService } from '../memory/semantic/index.js';
 import { httpRequestDuration, httpRequestsTotal, logger, runWithContext } from '../telemetry/index.js';
 import { registerAuth } from './auth.js';
 import { handleError } from './errors.js';
@@ -14,6 +15,7 @@ import { eventRoutes } from './routes/events.js';
 import { systemRoutes } from './routes/system.js';
 import { memoryRoutes } from './routes/memory.js';
 import { sessionRoutes } from './routes/sessions.js';
+import { semanticMemoryRoutes } from './routes/semantic-memory.js';
 import { taskRoutes } from './routes/tasks.js';
 import { tenancyRoutes } from './routes/tenancy.js';
 import type { App, AppDeps } from './types.js';
@@ -23,6 +25,8 @@ export interface AppOptions {
   provision?: Partial<ProvisionOptions>;
   /** Event streams (heartbeat interval, buffering); tests shorten the heartbeat. */
   events?: EventHubOptions;
+  /** Semantic memory with another provider or search mode (tests); default: from config.embeddings. */
+  semanticMemory?: SemanticMemoryService;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -101,6 +105,7 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   eventRoutes(app, deps, options.events);
   taskRoutes(app, deps);
   sessionRoutes(app, deps);
+  semanticMemoryRoutes(app, deps, options.semanticMemory);
   memoryRoutes(app, deps);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
