@@ -93,14 +93,33 @@ function bwrapArgs(spec: CommandSpec): string[] {
   return a;
 }
 
+/**
+ * bubblewrap arguments of a `process` sandbox: the host's filesystem as its uid sees it (file
+ * permissions separate sandboxes) with private /tmp and /run, its own (empty) network namespace
+ * — out only through the relay to its egress proxy, as a container — no capabilities, no new
+ * privileges, the seccomp filter. The relay runs from the host paths.
+ */
+function processArgs(spec: CommandSpec): string[] {
+  const a = ['--unshare-user', '--unshare-net', '--unshare-ipc', '--die-with-parent', '--new-session', '--cap-drop', 'ALL', '--seccomp', String(SECCOMP_FD)];
+  // the host's /tmp, /run (so /var/run) and /dev/shm hold other programs' Unix sockets (PostgreSQL,
+  // MariaDB, Docker…), which a network namespace does not cover: private ones instead (and a
+  // minimal /dev), with only this session's dir, the helpers and the code bound back at their host paths
+  a.push('--bind', '/', '/', '--dev', '/dev', '--tmpfs', '/tmp', '--tmpfs', '/run');
+  a.push('--bind', path.dirname(spec.workspace), path.dirname(spec.workspace), '--ro-bind', spec.helpersDir, spec.helpersDir);
+  if (spec.codeDir) a.push('--ro-bind', spec.codeDir, spec.codeDir);
+  a.push('--chdir', spec.codeDir ?? spec.workspace, '--unsetenv', 'FABRIC_SECCOMP', '--');
+  const s = spec.supervisor;
+  if (!s) return [...a, ...spec.command];
+  const egress = [path.join(spec.runDir, 'egress.sock'), String(INSIDE.proxyPort)];
+  return [...a, s.node, path.join(spec.helpersDir, 'relay.cjs'), ...supervisorOptions(s), ...egress, ...(spec.command.length ? ['--', ...spec.command] : [])];
+}
+
 export function spawnPlan(spec: CommandSpec, bwrap: string): SpawnPlan {
   const join = { FABRIC_CGROUP_PROCS: spec.cgroupProcs.join(' ') };
-  if (spec.level === 'process') {
-    const s = spec.supervisor;
-    const program = s ? [s.node, path.join(spec.helpersDir, 'relay.cjs'), ...supervisorOptions(s), ...(spec.command.length ? ['--', ...spec.command] : [])] : spec.command;
-    return { file: '/bin/sh', args: ['-c', JOIN, 'fabric-sandbox', ...program], env: { ...spec.env, ...join }, cwd: spec.codeDir ?? spec.workspace };
-  }
   const seccomp = path.join(spec.helpersDir, SECCOMP_FILE);
-  if (!fs.existsSync(seccomp)) throw new Error(`container isolation needs its seccomp filter at ${seccomp}, which is missing: prepareSandboxRoot writes it (x86_64 and arm64 only; on other hosts use process isolation)`);
+  if (!fs.existsSync(seccomp)) throw new Error(`${spec.level} isolation needs its seccomp filter at ${seccomp}, which is missing: prepareSandboxRoot writes it (x86_64 and arm64 only)`);
+  if (spec.level === 'process') {
+    return { file: '/bin/sh', args: ['-c', JOIN_SECCOMP, 'fabric-sandbox', bwrap, ...processArgs(spec)], env: { ...spec.env, ...join, FABRIC_SECCOMP: seccomp }, cwd: spec.codeDir ?? spec.workspace };
+  }
   return { file: '/bin/sh', args: ['-c', JOIN_SECCOMP, 'fabric-sandbox', bwrap, ...bwrapArgs(spec)], env: { PATH: '/usr/bin:/bin', ...join, FABRIC_SECCOMP: seccomp }, cwd: spec.workspace };
 }

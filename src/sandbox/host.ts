@@ -30,9 +30,9 @@ export function detectSandboxHost(): SandboxHost {
 export function missingFor(level: 'process' | 'container', host: SandboxHost): string | undefined {
   if (!host.root) return `${level} isolation needs the worker to run as root (to give each sandbox its own uid, cgroup and workspace)`;
   if (host.cgroups.kind === 'none') return `${level} isolation needs cgroups for its limits: ${host.cgroups.reason}`;
-  if (level === 'container' && !host.bwrap) return 'container isolation needs bubblewrap (bwrap): install the Debian package bubblewrap';
-  if (level === 'container') return seccompUnsupported();
-  return undefined;
+  // process sandboxes use bubblewrap too, for their own network namespace (egress only through the proxy)
+  if (!host.bwrap) return `${level} isolation needs bubblewrap (bwrap): install the Debian package bubblewrap`;
+  return seccompUnsupported();
 }
 
 /**

@@ -82,10 +82,12 @@ export class LaunchedSandbox {
     readonly uid: number,
     readonly ws: Workspace,
     readonly cgroup: SessionCgroup,
-    /** The session's egress proxy (container); it denies everything until setPolicy. */
+    /** The session's egress proxy, its only way out; it denies everything until setPolicy. */
     readonly proxy: EgressProxy | undefined,
     readonly child: ChildProcessWithoutNullStreams,
     private readonly release: (() => Promise<void>) | undefined,
+    /** Host dir of the sandbox helpers (a process sandbox preloads the proxy agent from there). */
+    private readonly helpersDir: string,
   ) {
     this.control = child.stdio[CONTROL_FD] as unknown as Socket;
     this.control.on('error', () => {});
@@ -113,18 +115,20 @@ export class LaunchedSandbox {
 
   /** The program's environment: PATH and HOME unless `env` sets them, `env`, then where its workspace is and (container) how it goes out. */
   programEnv(env: Record<string, string>): Record<string, string> {
-    if (this.profile.level === 'process') return { PATH: SANDBOX_PATH, HOME: this.ws.path, ...env, FABRIC_WORKSPACE: this.ws.path };
     const url = `http://127.0.0.1:${INSIDE.proxyPort}`;
+    const container = this.profile.level === 'container';
+    const workspace = container ? INSIDE.workspace : this.ws.path;
+    const preload = container ? `${INSIDE.fabric}/preload.cjs` : path.join(this.helpersDir, 'preload.cjs');
     return {
       PATH: SANDBOX_PATH,
-      HOME: INSIDE.workspace,
+      HOME: workspace,
       ...env,
-      FABRIC_WORKSPACE: INSIDE.workspace,
+      FABRIC_WORKSPACE: workspace,
       HTTP_PROXY: url,
       HTTPS_PROXY: url,
       http_proxy: url,
       https_proxy: url,
-      NODE_OPTIONS: `--require ${INSIDE.fabric}/preload.cjs`,
+      NODE_OPTIONS: `--require ${preload}`,
     };
   }
 
@@ -173,15 +177,13 @@ export async function launchSandbox(profile: SandboxProfile, host: LaunchHost, o
   let proxy: EgressProxy | undefined;
   try {
     cgroup = await createSessionCgroup(host.cgroups, sessionCgroupName(opts.id), { memoryMb: profile.memoryMb, cpuCores: profile.cpuCores, pids: profile.pids }, { uid, gid: uid });
-    // the proxy socket lives in the session dir, which only this sandbox's mount namespace sees
+    // the proxy socket: in the session's run dir (0700, the sandbox's uid); a container sees only its own
     const runDir = path.join(ws.dir, 'run');
-    if (profile.level === 'container') {
-      await fs.mkdir(runDir, { mode: 0o700 });
-      await fs.chown(runDir, uid, uid);
-      proxy = new EgressProxy({ allow: [] });
-      await proxy.listen(path.join(runDir, 'egress.sock'));
-      await fs.chown(path.join(runDir, 'egress.sock'), uid, uid);
-    }
+    await fs.mkdir(runDir, { mode: 0o700 });
+    await fs.chown(runDir, uid, uid);
+    proxy = new EgressProxy({ allow: [] });
+    await proxy.listen(path.join(runDir, 'egress.sock'));
+    await fs.chown(path.join(runDir, 'egress.sock'), uid, uid);
     const plan = spawnPlan(
       {
         level: profile.level,
@@ -197,7 +199,7 @@ export async function launchSandbox(profile: SandboxProfile, host: LaunchHost, o
       host.bwrap ?? 'bwrap',
     );
     const child = spawn(plan.file, plan.args, { cwd: plan.cwd, env: plan.env, uid, gid: uid, detached: true, stdio: new Array(CONTROL_FD + 1).fill('pipe') });
-    return new LaunchedSandbox(opts.id, profile, uid, ws, cgroup, proxy, child as ChildProcessWithoutNullStreams, opts.release);
+    return new LaunchedSandbox(opts.id, profile, uid, ws, cgroup, proxy, child as ChildProcessWithoutNullStreams, opts.release, host.helpersDir);
   } catch (err) {
     await proxy?.close().catch(() => {});
     await cgroup?.destroy().catch(() => {});

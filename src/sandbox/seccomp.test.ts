@@ -198,10 +198,10 @@ describe('container spawn plan with the seccomp filter', () => {
     assert.ok(i < plan.args.indexOf('--'), 'a bwrap option, not part of the command');
   });
 
-  it('a container plan without the filter file is refused, saying what to do', () => {
+  it('a plan without the filter file is refused at either level, saying what to do', () => {
     const helpersDir = path.join(root, 'no-helpers');
     assert.throws(() => spawnPlan(spec(helpersDir), '/usr/bin/bwrap'), /seccomp filter at .*seccomp\.bpf, which is missing: prepareSandboxRoot writes it/);
-    assert.doesNotThrow(() => spawnPlan({ ...spec(helpersDir), level: 'process' }, '/usr/bin/bwrap'), 'process isolation does not use it');
+    assert.throws(() => spawnPlan({ ...spec(helpersDir), level: 'process' }, '/usr/bin/bwrap'), /seccomp filter/, 'process sandboxes run under the filter too');
   });
 });
 
