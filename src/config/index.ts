@@ -36,6 +36,8 @@ export interface SandboxConfig {
   warmPoolSize: number;
   /** A session whose supervisor is silent this long is killed (heartbeat_lost). `FABRIC_SANDBOX_HEARTBEAT_TIMEOUT_SECONDS`, default 10. */
   heartbeatTimeoutSeconds: number;
+  /** On timeout, cancel or drain a sandbox's program gets SIGTERM, then SIGKILL this much later. `FABRIC_SANDBOX_STOP_GRACE_SECONDS`, default 5. */
+  stopGraceSeconds: number;
 }
 
 /** Per-agent files: size limit, storage provider and URL signing (see README "Files"). */
@@ -165,6 +167,7 @@ const EnvSchema = z.object({
   FABRIC_SANDBOX_API_URL: z.url().optional(),
   FABRIC_SANDBOX_WARM_POOL_SIZE: int(0).max(64).default(1),
   FABRIC_SANDBOX_HEARTBEAT_TIMEOUT_SECONDS: int(3).max(3600).default(10),
+  FABRIC_SANDBOX_STOP_GRACE_SECONDS: int(0).max(25).default(5),
   FABRIC_FILES_MAX_BYTES: int(1).default(50 * 1024 * 1024),
   FABRIC_STORAGE: z.enum(['local', 's3']).default('local'),
   FABRIC_FILES_DIR: z.string().min(1).optional(),
@@ -289,6 +292,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
       apiUrl: e.FABRIC_SANDBOX_API_URL,
       warmPoolSize: e.FABRIC_SANDBOX_WARM_POOL_SIZE,
       heartbeatTimeoutSeconds: e.FABRIC_SANDBOX_HEARTBEAT_TIMEOUT_SECONDS,
+      stopGraceSeconds: e.FABRIC_SANDBOX_STOP_GRACE_SECONDS,
     },
   };
   const merged = { ...config, ...stripUndefined(overrides) };

@@ -139,6 +139,11 @@ export class LaunchedSandbox {
     this.control.write(`${JSON.stringify({ command: header.command, env: header.env })}\n`);
   }
 
+  /** Asks the supervisor to send `sig` to the program (a graceful stop; kill() is the forced one). */
+  signal(sig: 'SIGTERM' | 'SIGINT'): void {
+    if (this.started && !this.control.destroyed) this.control.write(`${JSON.stringify({ signal: sig })}\n`);
+  }
+
   /** SIGKILL to every process of the sandbox (its process group and its cgroup). */
   kill(): void {
     if (this.child.pid) {

@@ -41,6 +41,8 @@ export interface SessionHost extends LaunchHost {
    * a session with no heartbeat for `timeoutMs` (default 10000) is killed: stopped 'heartbeat_lost'.
    */
   heartbeat?: { intervalMs?: number | undefined; timeoutMs?: number | undefined } | undefined;
+  /** SIGTERM first on timeout, cancel and drain, SIGKILL this long after (default 5000; 0 kills at once). */
+  stopGraceMs?: number | undefined;
 }
 
 export interface Artifact {
@@ -108,6 +110,10 @@ async function readResult(workspace: string, lastStdout: string): Promise<unknow
 }
 
 export const DEFAULT_HEARTBEAT_TIMEOUT_MS = 10_000;
+/** How long a program has after SIGTERM (timeout, cancel, drain) before SIGKILL. */
+export const DEFAULT_STOP_GRACE_MS = 5_000;
+/** Stops that give the program its grace; a lost lease or heartbeat kills at once. */
+const GRACEFUL = new Set<SessionOutcome['stopped']>(['timeout', 'cancel', 'drain']);
 
 /** A warm sandbox of the spec's profile from the pool, else a cold one launched for this session. */
 async function sandboxFor(spec: SessionSpec, host: SessionHost): Promise<{ sandbox: LaunchedSandbox; warm: boolean }> {
@@ -137,9 +143,15 @@ export async function runSession(spec: SessionSpec, host: SessionHost, signal: A
     const { ws, cgroup, child } = sandbox;
     sandbox.proxy?.setPolicy({ allow: spec.egress, internal: spec.internal, onDecision: host.onEgress });
     let stopped: SessionOutcome['stopped'];
+    let forced: NodeJS.Timeout | undefined;
     const stop = (why: SessionOutcome['stopped']) => {
       stopped ??= why;
-      sandbox.kill();
+      const grace = host.stopGraceMs ?? DEFAULT_STOP_GRACE_MS;
+      if (grace > 0 && GRACEFUL.has(why) && !forced) {
+        // a graceful stop: SIGTERM to the program, which may save partial results to out/; SIGKILL after the grace
+        sandbox.signal('SIGTERM');
+        forced = setTimeout(() => sandbox.kill(), grace);
+      } else sandbox.kill();
     };
     const onAbort = () => stop(String(signal.reason) as SessionOutcome['stopped']);
     if (signal.aborted) onAbort();
@@ -166,6 +178,7 @@ export async function runSession(spec: SessionSpec, host: SessionHost, signal: A
     });
     const [exitCode, sig] = await sandbox.closed.finally(() => {
       clearTimeout(timer);
+      clearTimeout(forced);
       clearInterval(watchdog);
       signal.removeEventListener('abort', onAbort);
     });

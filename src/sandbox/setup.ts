@@ -45,7 +45,7 @@ export async function startSandboxRuntime(o: SandboxRuntimeOptions): Promise<San
   if (levels.process) logger().warn({ reason: levels.process }, 'sandboxes unavailable on this host: agents with process or container isolation will fail');
   else if (levels.container) logger().warn({ reason: levels.container }, 'container sandboxes unavailable on this host');
   const executorOn = (dirs: { sessionsDir: string; helpersDir: string; uidsDir: string }, uids: UidPool, pool?: WarmPool) => {
-    const sessionHost = { ...dirs, bwrap: host.bwrap, cgroups: host.cgroups, tmpfsMb: o.config.tmpfsMb, artifactsDir: o.artifactsDir, pool, heartbeat: { timeoutMs: o.config.heartbeatTimeoutSeconds * 1000 } };
+    const sessionHost = { ...dirs, bwrap: host.bwrap, cgroups: host.cgroups, tmpfsMb: o.config.tmpfsMb, artifactsDir: o.artifactsDir, pool, heartbeat: { timeoutMs: o.config.heartbeatTimeoutSeconds * 1000 }, stopGraceMs: o.config.stopGraceSeconds * 1000 };
     return new SandboxExecutor({ db: o.db, inProcess: o.inProcess, uids, host: sessionHost, apiUrl: o.apiUrl, mintSessionToken: o.mintSessionToken, pidsLimit: o.config.pidsLimit, unavailable: (l) => levels[l] });
   };
   if (levels.process) {

@@ -18,6 +18,7 @@
  * Heartbeats (with --control): one byte on the control fd every --beat ms (default 1000), the
  * first once the relay is ready for its program; the worker kills a session whose heartbeats
  * stop. When the worker's end of the control fd closes, the relay kills its program and exits.
+ * Once the program runs, `{"signal": "SIGTERM"}` lines on the control fd signal it (graceful stop).
  *
  * Plain CommonJS with no dependencies: it is bind-mounted read-only and run by whatever node the
  * sandbox has.
@@ -159,6 +160,38 @@ function readHeader() {
   });
 }
 
+/**
+ * After the program starts the worker may send `{"signal": "SIGTERM"}` lines on the control fd
+ * (a graceful stop: the program gets the signal, the worker kills the sandbox after its grace).
+ */
+function acceptSignals() {
+  if (!control) return;
+  let buf = '';
+  control.on('data', (chunk) => {
+    buf += chunk.toString('utf8');
+    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      let m;
+      try {
+        m = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      if (m && SIGNALS.includes(m.signal) && child) {
+        try {
+          child.kill(m.signal);
+        } catch {
+          /* already gone */
+        }
+      }
+    }
+    if (buf.length > 4096) buf = '';
+  });
+}
+
+const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
+
 /** Starts the program; the control fd is replaced by /dev/null in it, so it cannot heartbeat for the relay. */
 function run(command, env, server) {
   const stdio = ['inherit', 'inherit', 'inherit'];
@@ -167,7 +200,8 @@ function run(command, env, server) {
     stdio.push(fs.openSync('/dev/null', 'r'));
   }
   child = spawn(command[0], command.slice(1), { stdio, env: env || process.env });
-  const signals = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
+  acceptSignals();
+  const signals = SIGNALS;
   for (const sig of signals) {
     process.on(sig, () => {
       try {
