@@ -114,7 +114,10 @@ async function time(n: number, fn: (i: number) => Promise<unknown>): Promise<{ p
 }
 
 const rows: string[] = [];
-const row = (...cells: string[]) => rows.push(`| ${cells.join(' | ')} |`);
+const row = (...cells: string[]) => {
+  rows.push(`| ${cells.join(' | ')} |`);
+  console.error(rows.at(-1)); // as it comes: the 100k PGlite index build takes minutes
+};
 
 await loadWordTable(config.embeddings.cacheDir);
 const redisUp = await probeRedis();
@@ -147,6 +150,8 @@ for (const engine of ENGINES) {
     await db.query('ANALYZE semantic_memories');
     have = size;
     console.error(`${engine}: ${size} memories loaded and indexed in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    // a keep-alive socket idle through a long index build was closed by the server: drop it
+    await fetch(`${base}/healthz`).catch(() => {});
     const fabric = await time(QUERIES, async (i) => {
       const res = await fetch(`${base}/api/agents/${agent}/memory/search`, { method: 'POST', headers: admin, body: JSON.stringify({ query: queries[i % queries.length], top_k: 5 }) });
       if (res.status !== 200) throw new Error(`search answered ${res.status}: ${await res.text()}`);

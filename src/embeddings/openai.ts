@@ -44,7 +44,7 @@ const sleep = (ms: number, signal?: AbortSignal) =>
 export function openAiEmbeddingProvider(options: OpenAiEmbeddingOptions): EmbeddingProvider {
   const backoffMs = options.backoffMs ?? 500;
   const coalesceMs = options.coalesceMs ?? 5;
-  let queue: Pending[] = [];
+  const queue: Pending[] = [];
   let timer: NodeJS.Timeout | undefined;
 
   async function call(input: string[], signal?: AbortSignal): Promise<Float32Array[]> {
