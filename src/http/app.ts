@@ -12,6 +12,7 @@ import { registerAuth } from './auth.js';
 import { handleError } from './errors.js';
 import { agentRoutes } from './routes/agents.js';
 import { eventRoutes } from './routes/events.js';
+import { fileRoutes } from './routes/files.js';
 import { systemRoutes } from './routes/system.js';
 import { memoryRoutes } from './routes/memory.js';
 import { sessionRoutes } from './routes/sessions.js';
@@ -106,6 +107,7 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   taskRoutes(app, deps);
   sessionRoutes(app, deps);
   semanticMemoryRoutes(app, deps, options.semanticMemory);
+  fileRoutes(app, deps);
   memoryRoutes(app, deps);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
