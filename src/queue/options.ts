@@ -1,5 +1,6 @@
 import type { Tx } from '../db/index.js';
-import type { SubmitTaskBody } from './schemas.js';
+import type { Principal } from '../auth/index.js';
+import type { Task } from './schemas.js';
 import { DEFAULT_TIMEOUT_POLICY, type TimeoutPolicy } from './timeouts.js';
 
 /** Tuning of the queue; one object, defaults below. */
@@ -18,11 +19,16 @@ export interface QueueOptions {
   /** Default timeouts per runtime and the hard ceiling. Default: 600 s for all, ceiling 7 days. */
   timeouts: TimeoutPolicy;
   /**
-   * Runs inside the submit transaction after the bounds checks and before the task rows:
-   * the seam where the budget issue reserves quota. Throwing rolls the whole submit back.
+   * Run in order inside the submit transaction, after the task rows are written (so the tasks
+   * have their ids) and before the commit: the seam where budgets reserve and subscriptions and
+   * entitlements are checked. Throwing rolls the whole submit back. With none, a submit without
+   * an idempotency key is one statement and needs no transaction of its own.
    */
-  beforeSubmit?: (tx: Tx, tenantId: string, tasks: readonly SubmitTaskBody[]) => Promise<void>;
+  onSubmit?: readonly SubmitHook[];
 }
+
+/** See QueueOptions.onSubmit. */
+export type SubmitHook = (tx: Tx, actor: Principal, tasks: readonly Task[]) => Promise<void>;
 
 export const DEFAULT_QUEUE_OPTIONS: QueueOptions = {
   agingSeconds: 60,

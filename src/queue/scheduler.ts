@@ -26,11 +26,11 @@ export class AgentScheduler {
   }
 
   /**
-   * A submit is one statement, so without a caller's transaction or a `beforeSubmit` hook it
+   * A submit is one statement, so without a caller's transaction or `onSubmit` hooks it
    * needs none of its own (one round trip instead of three).
    */
   private submit(actor: Principal, tasks: readonly SubmitTaskBody[], tx: Tx | undefined, name: string): Promise<Task[]> {
-    if (tx || this.options.beforeSubmit) return this.inTx(tx, name, (t) => submitTasks({ tx: t }, actor, tasks, this.options));
+    if (tx || this.options.onSubmit?.length) return this.inTx(tx, name, (t) => submitTasks({ tx: t }, actor, tasks, this.options));
     return submitTasks({ db: this.db }, actor, tasks, this.options);
   }
 

@@ -38,15 +38,12 @@ function submitError(err: unknown, retryAfter: number): unknown {
  * Submits tasks, all or nothing, in one statement (`fabric_submit_tasks`, migration 0004):
  * agent locks, depth bounds, dependency checks, then task rows, claim rows, dependency rows
  * and one event per task. In the caller's transaction when given one (an idempotency record
- * or the budget seam `beforeSubmit` commits with it); otherwise the statement is its own
+ * or the onSubmit hooks' work commits with it); otherwise the statement is its own
  * transaction — one round trip. Workers are woken after commit.
  */
 export async function submitTasks(target: SubmitTarget, actor: Principal, inputs: readonly SubmitTaskBody[], options: QueueOptions): Promise<Task[]> {
   const q = 'tx' in target ? target.tx : target.db;
-  if (options.beforeSubmit) {
-    if (!('tx' in target)) throw new Error('submitTasks: beforeSubmit needs the caller\'s transaction');
-    await options.beforeSubmit(target.tx, actor.tenantId, inputs);
-  }
+  if (options.onSubmit?.length && !('tx' in target)) throw new Error('submitTasks: onSubmit hooks need the caller\'s transaction');
   const timeouts = await resolveTimeouts(q, actor.tenantId, inputs, options.timeouts);
   const rows = inputs.map((t, i) => ({
     id: randomUUID() as string,
@@ -77,6 +74,7 @@ export async function submitTasks(target: SubmitTarget, actor: Principal, inputs
   const order = new Map(rows.map((r, i) => [r.id, i]));
   const tasks = inserted.rows.map((row) => toTask({ ...row, depends_on: rows[order.get(row.id)!]!.depends_on }));
   tasks.sort((a, b) => order.get(a.id)! - order.get(b.id)!);
+  if ('tx' in target) for (const hook of options.onSubmit ?? []) await hook(target.tx, actor, tasks);
   const afterCommit = (channel: string) => ('tx' in target ? target.tx.notifyAfterCommit(channel) : target.db.notifySoon(channel));
   afterCommit(EVENTS_CHANNEL);
   if (tasks.some((t) => t.status === 'queued')) afterCommit(READY_CHANNEL);
