@@ -3,8 +3,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { after, before, describe, it } from 'node:test';
 import { fileBlobKey, LocalBlobStore, S3BlobStore, type BlobStore } from '../src/files/index.js';
+import { MeasuringStream } from '../src/files/measure.js';
 import { startLocalS3 } from './support/s3.js';
 
 // One conformance suite, run against every storage provider: the local filesystem and an
@@ -82,6 +84,13 @@ function conformance(name: string, setup: () => Promise<{ provider: Provider; te
       let n = 0;
       for await (const c of got!.body) n += (c as Buffer).length;
       assert.equal(n, 20 * 1024 * 1024);
+    });
+
+    it('takes the body through a transform, as uploads do (a MeasuringStream: no length known up front)', async () => {
+      const measure = new MeasuringStream(50 * 1024 * 1024);
+      await Promise.all([pipeline(source(10 * 1024 * 1024), measure), store.put(key('4'), measure)]);
+      assert.equal(measure.bytesSeen, 10 * 1024 * 1024);
+      assert.equal((await store.get(key('4')))?.size, 10 * 1024 * 1024);
     });
 
     it('a missing key is undefined; deleting it is not an error', async () => {

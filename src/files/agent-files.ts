@@ -88,14 +88,14 @@ export class AgentFiles {
     if (read.status === 'rejected' || stored.status === 'rejected') {
       // put() leaves nothing behind when its body fails; bytes stored despite a failed read are removed here.
       if (stored.status === 'fulfilled') await this.o.blobs.delete(key).catch(() => {});
-      if (measure.size > limit) {
+      if (measure.bytesSeen > limit) {
         if (limit === this.o.maxBytes) throw fileTooLarge(this.o.maxBytes);
         logger().warn({ agent_id: s.agentId, used: quota.used, limit: quota.limit }, 'storage quota exceeded: upload refused');
         throw quotaExceeded(s.agentId, undefined, quota);
       }
       throw read.status === 'rejected' ? read.reason : (stored as PromiseRejectedResult).reason;
     }
-    const size = measure.size;
+    const size = measure.bytesSeen;
     try {
       return await withTransaction(
         this.o.db,

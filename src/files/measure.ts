@@ -14,7 +14,7 @@ export class TooManyBytesError extends Error {
  * more than `limit` bytes have come, before passing the excess on.
  */
 export class MeasuringStream extends Transform {
-  size = 0;
+  bytesSeen = 0;
   private readonly hash = createHash('sha256');
 
   constructor(private readonly limit: number) {
@@ -22,8 +22,8 @@ export class MeasuringStream extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    this.size += chunk.length;
-    if (this.size > this.limit) return done(new TooManyBytesError(this.limit));
+    this.bytesSeen += chunk.length;
+    if (this.bytesSeen > this.limit) return done(new TooManyBytesError(this.limit));
     this.hash.update(chunk);
     done(null, chunk);
   }
