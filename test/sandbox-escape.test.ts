@@ -300,7 +300,7 @@ describe(`sandbox escape suite (${ENGINE})`, { skip }, () => {
       db: t.db,
       inProcess: new InProcessExecutor({ root: process.cwd() }),
       uids: new UidPool(dirs.uidsDir, UID_BASE, UID_COUNT),
-      host: { ...dirs, bwrap: host.bwrap, cgroups: host.cgroups, tmpfsMb: 64, artifactsDir: path.join(root, 'artifacts') },
+      host: { ...dirs, bwrap: host.bwrap, cgroups: host.cgroups, tmpfsMb: 64 },
       apiUrl: 'http://127.0.0.1:8787',
       mintSessionToken: (c) => mintToken(tokenOptions, { sub: c.agentId, role: 'agent', tenant: c.tenantId, ttl: c.ttlSeconds, extra: { sid: c.sessionId } }),
       pidsLimit: PIDS_LIMIT,

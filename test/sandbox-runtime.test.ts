@@ -83,7 +83,7 @@ describe(`sandbox executor refusals (${ENGINE})`, () => {
       db: t.db,
       inProcess: new InProcessExecutor({ root: process.cwd() }),
       uids: new UidPool(path.join(root, 'uids'), 300_000, 10),
-      host: { sessionsDir: path.join(root, 'sessions'), helpersDir: path.join(root, 'helpers'), bwrap: undefined, cgroups: { kind: 'none', reason: 'test' }, tmpfsMb: 0, artifactsDir: root },
+      host: { sessionsDir: path.join(root, 'sessions'), helpersDir: path.join(root, 'helpers'), bwrap: undefined, cgroups: { kind: 'none', reason: 'test' }, tmpfsMb: 0 },
       apiUrl: 'http://127.0.0.1:8787',
       mintSessionToken: (c) => mintToken(tokenOptions, { sub: c.agentId, role: 'agent', tenant: c.tenantId, ttl: c.ttlSeconds, extra: { sid: c.sessionId } }),
       unavailable: (level) => (level === 'container' ? 'container isolation needs bubblewrap (bwrap): install the Debian package bubblewrap' : undefined),

@@ -26,7 +26,6 @@ describe('stopping a sandbox: SIGTERM, the grace, then SIGKILL', { skip: missing
       bwrap: host.bwrap,
       cgroups: host.cgroups,
       tmpfsMb: 16,
-      artifactsDir: '',
       onLog: () => {},
       onEgress: () => {},
       stopGraceMs: GRACE_MS,
@@ -44,7 +43,7 @@ describe('stopping a sandbox: SIGTERM, the grace, then SIGKILL', { skip: missing
     });
     const run = runSession(
       { id, level, command: ['/bin/sh', '-c', script], memoryMb: 64, cpuCores: 1, pids: 32, egress: [], internal: [], env: {}, stdin: '', timeoutMs: 60_000 },
-      { ...sessionHost, artifactsDir: path.join(root, 'artifacts', id) },
+      sessionHost,
       abort.signal,
     );
     await started;

@@ -6,14 +6,14 @@ import { after, before, describe, it } from 'node:test';
 import { mintToken } from '../src/auth/index.js';
 import { detectSandboxHost, missingFor, prepareSandboxRoot, SandboxExecutor, UidPool } from '../src/sandbox/index.js';
 import { InProcessExecutor, type Worker } from '../src/worker/index.js';
-import { startTestApp, tokenOptions, type TestApp } from './support/app.js';
+import { countRows, startTestApp, tokenOptions, type TestApp } from './support/app.js';
 import { ENGINE } from './support/engine.js';
 import { provisionAgent, startWorker, submit, terminal, waitForTask } from './support/queue.js';
 
 /** The parts of a session record (GET /api/agents/:id/sessions) the tests read. */
 interface Session {
   status: string;
-  artifacts: { name: string; size: number }[];
+  artifacts: { name: string; size: number; file_id?: string; error?: { code: string; message: string } }[];
   wipe: { verified: boolean; files: number };
   usage: { wallSeconds: number; peakMemoryBytes: number; oomKilled: boolean };
   error: { code: string };
@@ -55,7 +55,8 @@ describe(`sandboxed execution (${ENGINE})`, { skip }, () => {
       db: t.db,
       inProcess: new InProcessExecutor({ root: process.cwd() }),
       uids: new UidPool(dirs.uidsDir, 300_000, 100),
-      host: { ...dirs, bwrap: host.bwrap, cgroups: host.cgroups, tmpfsMb: 64, artifactsDir: path.join(root, 'artifacts') },
+      host: { ...dirs, bwrap: host.bwrap, cgroups: host.cgroups, tmpfsMb: 64 },
+      files: t.files,
       apiUrl: 'http://127.0.0.1:8787',
       mintSessionToken: (c) => mintToken(tokenOptions, { sub: c.agentId, role: 'agent', tenant: c.tenantId, ttl: c.ttlSeconds, extra: { sid: c.sessionId } }),
     });
@@ -87,12 +88,34 @@ describe(`sandboxed execution (${ENGINE})`, { skip }, () => {
       assert.equal(result.token, 3);
       const [s] = await sessions(id);
       assert.equal(s!.status, 'completed');
-      assert.deepEqual(s!.artifacts, [{ name: 'report.txt', size: `hello from ${task.id}`.length }]);
+      assert.deepEqual(s!.artifacts.map(({ name, size }) => ({ name, size })), [{ name: 'report.txt', size: `hello from ${task.id}`.length }]);
+      // the artifact is now the agent's file, tied to the task and charged to its storage quota
+      const file = await t.app.inject({ method: 'GET', url: `/api/agents/${id}/files/${s!.artifacts[0]!.file_id}`, headers: await t.auth('agent', { sub: id }) });
+      assert.equal(file.body, `hello from ${task.id}`);
+      const listed = (await t.app.inject({ method: 'GET', url: `/api/agents/${id}/files?task_id=${task.id}`, headers: await t.auth('admin') })).json().files;
+      assert.deepEqual(listed.map((f: { id: string }) => f.id), [s!.artifacts[0]!.file_id]);
       assert.equal(s!.wipe.verified, true);
       assert.ok(s!.wipe.files >= 2, 'the wipe counted the result and the artifact');
       assert.ok(s!.usage.wallSeconds > 0 && s!.usage.peakMemoryBytes > 0);
     });
   }
+
+  it('an artifact that does not fit the storage quota is reported in the session record and the task log, not dropped silently', async () => {
+    const id = await provisionAgent(t, {
+      isolation: { level: 'process', memory_mb: 128 },
+      entrypoint: { command: ['node', path.join(codeDir, 'echo.js')], code_dir: codeDir },
+      quota: { storage_limit_bytes: 5 },
+    });
+    const task = (await submit(t, { agent_id: id, type: 'echo' })).json().task;
+    assert.equal((await waitForTask(t, task.id, terminal, 20_000)).status, 'completed');
+    const [s] = await sessions(id);
+    assert.equal(s!.artifacts[0]!.name, 'report.txt');
+    assert.equal(s!.artifacts[0]!.file_id, undefined);
+    assert.equal(s!.artifacts[0]!.error?.code, 'storage_quota_exceeded');
+    const logs = await t.db.query<{ data: { lines: string[] } }>(`SELECT data FROM system_events WHERE subject_id = $1 AND event_type = 'task.log'`, [task.id]);
+    assert.ok(logs.rows.flatMap((r) => r.data.lines).some((l) => /artifact out\/report.txt .* was not kept: storage_quota_exceeded/.test(l)));
+    assert.equal(await countRows(t.db, 'agent_files', 'agent_id = $1', [id]), 0);
+  });
 
   it('timeout: a program that sleeps past timeout_seconds is killed, ends timed_out, and keeps what it wrote to out/', async () => {
     const id = await agent('container', 'sleeper.js');
@@ -102,7 +125,9 @@ describe(`sandboxed execution (${ENGINE})`, { skip }, () => {
     const [s] = await sessions(id);
     assert.equal(s!.status, 'timed_out');
     assert.deepEqual(s!.artifacts.map((a: { name: string }) => a.name), ['partial.txt']);
-    assert.equal(fs.readFileSync(path.join(root, 'artifacts', done.tenant_id, id, task.id, '1', 'partial.txt'), 'utf8'), 'written before the timeout');
+    const partial = await t.app.inject({ method: 'GET', url: `/api/agents/${id}/files/${s!.artifacts[0]!.file_id}`, headers: await t.auth('admin') });
+    assert.equal(partial.statusCode, 200, partial.body);
+    assert.equal(partial.body, 'written before the timeout');
     assert.equal(s!.wipe.verified, true);
   });
 });

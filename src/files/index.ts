@@ -12,7 +12,7 @@ export { LocalBlobStore } from './local-store.js';
 export { S3BlobStore } from './s3-store.js';
 export { fileBlobKey, type BlobStore, type StoredBlob } from './store.js';
 export { DOWNLOAD_URL_TTL_SECONDS, deriveUrlSigningKey, signDownloadUrl, verifyDownloadUrl, type SignedDownload } from './signing.js';
-export { contentDisposition, fileContentType, fileName } from './names.js';
+export { contentDisposition, contentTypeForName, fileContentType, fileName, safeFileName } from './names.js';
 
 /** The configured storage provider: the local filesystem (default) or an S3-compatible bucket. */
 export function createBlobStore(config: Pick<FabricConfig, 'files' | 'dataDir'>): BlobStore {

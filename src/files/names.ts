@@ -32,3 +32,20 @@ export function contentDisposition(name: string): string {
   const encoded = encodeURIComponent(name).replace(/['()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
   return `attachment; filename="${ascii}"; filename*=UTF-8''${encoded}`;
 }
+
+const BY_EXTENSION: Record<string, string> = {
+  txt: 'text/plain', log: 'text/plain', md: 'text/markdown', csv: 'text/csv', json: 'application/json', jsonl: 'application/jsonl',
+  html: 'text/html', xml: 'application/xml', pdf: 'application/pdf', png: 'image/png', jpg: 'image/jpeg', jpeg: 'image/jpeg',
+  gif: 'image/gif', svg: 'image/svg+xml', zip: 'application/zip', gz: 'application/gzip', tar: 'application/x-tar',
+};
+
+/** A name made by a program (a sandbox artifact's path): control characters replaced, at most 255 characters. */
+export function safeFileName(raw: string): string {
+  return raw.replace(new RegExp(CONTROL.source, 'g'), '_').slice(-255) || 'file';
+}
+
+/** A media type guessed from a file name's extension (sandbox artifacts come without one). */
+export function contentTypeForName(name: string): string {
+  const ext = /\.([a-z0-9]{1,8})$/i.exec(name)?.[1]?.toLowerCase();
+  return (ext && BY_EXTENSION[ext]) ?? 'application/octet-stream';
+}

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import path from 'node:path';
+import type { Readable } from 'node:stream';
 import { recordAudit } from '../audit/index.js';
 import type { Db } from '../db/index.js';
+import { contentTypeForName, type AgentFiles } from '../files/index.js';
 import type { Task } from '../queue/index.js';
 import { logger } from '../telemetry/index.js';
 import { codeDirProblem } from './code-dir.js';
@@ -17,8 +18,10 @@ export interface SandboxExecutorOptions {
   inProcess: Executor;
   /** Uids for sandboxes (the warm pool's, when there is one, must be the same). */
   uids: UidPool;
-  /** Where sessions live, what the host offers, the warm pool and heartbeats; `artifactsDir` is the root of every task's artifacts. */
-  host: Omit<SessionHost, 'onLog' | 'onEgress' | 'uids'>;
+  /** Where sessions live, what the host offers, the warm pool and heartbeats. */
+  host: Omit<SessionHost, 'onLog' | 'onEgress' | 'uids' | 'keepArtifact'>;
+  /** Where /workspace/out goes: each file becomes the agent's file with task_id set, charged to its storage quota. */
+  files?: AgentFiles | undefined;
   /** The fabric's API as the sandbox reaches it (through its egress proxy), e.g. http://127.0.0.1:8787. */
   apiUrl: string;
   /** Session credentials: a JWT with sub = agent id, sid = session id, role agent, expiring with the task's timeout. */
@@ -27,6 +30,14 @@ export interface SandboxExecutorOptions {
   pidsLimit?: number;
   /** Why a level cannot run on this host (see missingFor), if it cannot: its tasks fail with isolation_unavailable. */
   unavailable?: (level: 'process' | 'container') => string | undefined;
+}
+
+/** Stores a session's artifacts as files of its agent, tied to its task. */
+function keepAs(files: AgentFiles, task: Task) {
+  return async (name: string, body: Readable) => {
+    const file = await files.store({ tenantId: task.tenant_id, agentId: task.agent_id }, { body, name, contentType: contentTypeForName(name), taskId: task.id });
+    return { file_id: file.id };
+  };
 }
 
 /** Egress denials audited one row each per session; past this a flood is summarised in one row. */
@@ -127,7 +138,7 @@ export class SandboxExecutor implements Executor {
         {
           ...o.host,
           uids: o.uids,
-          artifactsDir: path.join(o.host.artifactsDir, task.tenant_id, task.agent_id, task.id, String(ctx.attempt)),
+          keepArtifact: o.files && keepAs(o.files, task),
           onLog: (line) => ctx.log(line),
           onEgress: (d) => {
             if (d.allowed) return;

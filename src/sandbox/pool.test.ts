@@ -143,7 +143,7 @@ describe('warm pool and heartbeats in real sandboxes', { skip }, () => {
       timeoutMs: 30_000,
     };
     const logs: string[] = [];
-    const host: SessionHost = { ...launchHost, uids, artifactsDir: path.join(root, 'artifacts', spec.id), onLog: (l) => logs.push(l), onEgress: () => {}, pool: extra.pool, heartbeat: extra.heartbeat };
+    const host: SessionHost = { ...launchHost, uids, onLog: (l) => logs.push(l), onEgress: () => {}, pool: extra.pool, heartbeat: extra.heartbeat };
     return { out: await runSession(spec, host, new AbortController().signal), logs, spec };
   }
 

@@ -1,6 +1,9 @@
+import { constants as fsConstants } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
+import { safeFileName } from '../files/index.js';
 import type { CgroupUsage } from './cgroups.js';
 import type { EgressDecision } from './egress/index.js';
 import { launchSandbox, type LaunchHost, type LaunchedSandbox, type SandboxProfile } from './launch.js';
@@ -30,8 +33,11 @@ export interface SessionSpec {
 export interface SessionHost extends LaunchHost {
   /** Uids for sandboxes launched cold (a warm sandbox already holds one, from the same pool). */
   uids: UidPool;
-  /** Where /workspace/out is copied to before the wipe. */
-  artifactsDir: string;
+  /**
+   * Stores one file of /workspace/out (before the wipe) as the agent's file; rejects when it
+   * cannot (e.g. 429 storage_quota_exceeded). Without it artifacts are listed but not kept.
+   */
+  keepArtifact?: ((name: string, body: Readable) => Promise<{ file_id: string }>) | undefined;
   onLog(line: string): void;
   onEgress(decision: EgressDecision): void;
   /** Warm sandboxes: a session takes one of its profile when one is ready, else launches cold (and asks the pool to keep that profile warm). */
@@ -45,9 +51,12 @@ export interface SessionHost extends LaunchHost {
   stopGraceMs?: number | undefined;
 }
 
+/** A file the program left in /workspace/out: kept as the agent's file `file_id`, or why not. */
 export interface Artifact {
   name: string;
   size: number;
+  file_id?: string;
+  error?: { code: string; message: string };
 }
 
 export interface SessionOutcome {
@@ -73,24 +82,43 @@ const MAX_RESULT_BYTES = 10 * 1024 * 1024;
 const MAX_LOG_LINE = 4096;
 const STDERR_TAIL = 4096;
 
-/** Copies the regular files under `from` to `to` (no symlinks followed: the sandbox controls them). */
-async function keepArtifacts(from: string, to: string): Promise<Artifact[]> {
+/**
+ * Stores each regular file under `from` through `keep` (no symlinks followed: the sandbox made
+ * them, though its processes are dead by now). A file that cannot be kept is listed with the
+ * reason and said in the log, never dropped silently.
+ */
+async function keepArtifacts(from: string, keep: SessionHost['keepArtifact'], onLog: (line: string) => void): Promise<Artifact[]> {
   const kept: Artifact[] = [];
   const walk = async (rel: string): Promise<void> => {
     const entries = await fs.readdir(path.join(from, rel), { withFileTypes: true }).catch(() => []);
     for (const e of entries) {
       const r = path.join(rel, e.name);
       if (e.isDirectory()) await walk(r);
-      else if (e.isFile()) {
-        await fs.mkdir(path.dirname(path.join(to, r)), { recursive: true, mode: 0o700 });
-        // COPYFILE_FICLONE is not used: a plain copy reads through lstat'd regular files only
-        await fs.copyFile(path.join(from, r), path.join(to, r));
-        kept.push({ name: r, size: (await fs.stat(path.join(to, r))).size });
-      }
+      else if (e.isFile()) kept.push(await keepOne(path.join(from, r), safeFileName(r), keep, onLog));
     }
   };
   await walk('');
   return kept;
+}
+
+async function keepOne(file: string, name: string, keep: SessionHost['keepArtifact'], onLog: (line: string) => void): Promise<Artifact> {
+  let fh: fs.FileHandle | undefined;
+  let size = 0;
+  try {
+    fh = await fs.open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+    const st = await fh.stat();
+    size = st.size;
+    if (!st.isFile()) throw Object.assign(new Error('not a regular file'), { code: 'not_a_file' });
+    if (!keep) throw Object.assign(new Error('this worker keeps no artifacts'), { code: 'artifacts_not_kept' });
+    const { file_id } = await keep(name, fh.createReadStream()); // the stream closes the handle
+    return { name, size, file_id };
+  } catch (err) {
+    await fh?.close().catch(() => {});
+    const e = err as { code?: unknown; message?: string };
+    const error = { code: typeof e.code === 'string' && /^[a-z_]+$/.test(e.code) ? e.code : 'artifact_not_kept', message: e.message ?? String(err) };
+    onLog(`fabric: artifact out/${name} (${size} bytes) was not kept: ${error.code}: ${error.message}`);
+    return { name, size, error };
+  }
 }
 
 async function readResult(workspace: string, lastStdout: string): Promise<unknown> {
@@ -185,7 +213,7 @@ export async function runSession(spec: SessionSpec, host: SessionHost, signal: A
     await cgroup.killAll(); // nothing of the session outlives it (daemonised children included)
     const wallSeconds = (performance.now() - started) / 1000;
     const usage = await cgroup.usage();
-    const artifacts = await keepArtifacts(path.join(ws.path, 'out'), host.artifactsDir).catch((err: unknown) => {
+    const artifacts = await keepArtifacts(path.join(ws.path, 'out'), host.keepArtifact, host.onLog).catch((err: unknown) => {
       host.onLog(`fabric: keeping artifacts failed: ${(err as Error).message}`);
       return [];
     });

@@ -16,7 +16,7 @@ export interface SessionRecord {
   signal: string | null;
   error: { code: string; message: string } | null;
   usage: Record<string, number | boolean> | null;
-  artifacts: { name: string; size: number }[];
+  artifacts: { name: string; size: number; file_id?: string; error?: { code: string; message: string } }[];
   wipe: Record<string, unknown> | null;
   started_at: string;
   ended_at: string | null;

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import type { SandboxConfig } from '../config/index.js';
 import type { Db } from '../db/index.js';
+import type { AgentFiles } from '../files/index.js';
 import { logger } from '../telemetry/index.js';
 import type { Executor } from '../worker/index.js';
 import { SandboxExecutor, type SandboxExecutorOptions } from './executor.js';
@@ -15,8 +16,8 @@ export interface SandboxRuntimeOptions {
   db: Db;
   /** Runs `isolation: none` agents. */
   inProcess: Executor;
-  /** Root of every task's artifacts. */
-  artifactsDir: string;
+  /** Per-agent files: what sandboxes leave in /workspace/out is stored there (with task_id). */
+  files: AgentFiles;
   /** The fabric's API as sandboxes reach it. */
   apiUrl: string;
   mintSessionToken: SandboxExecutorOptions['mintSessionToken'];
@@ -45,8 +46,8 @@ export async function startSandboxRuntime(o: SandboxRuntimeOptions): Promise<San
   if (levels.process) logger().warn({ reason: levels.process }, 'sandboxes unavailable on this host: agents with process or container isolation will fail');
   else if (levels.container) logger().warn({ reason: levels.container }, 'container sandboxes unavailable on this host');
   const executorOn = (dirs: { sessionsDir: string; helpersDir: string; uidsDir: string }, uids: UidPool, pool?: WarmPool) => {
-    const sessionHost = { ...dirs, bwrap: host.bwrap, cgroups: host.cgroups, tmpfsMb: o.config.tmpfsMb, artifactsDir: o.artifactsDir, pool, heartbeat: { timeoutMs: o.config.heartbeatTimeoutSeconds * 1000 }, stopGraceMs: o.config.stopGraceSeconds * 1000 };
-    return new SandboxExecutor({ db: o.db, inProcess: o.inProcess, uids, host: sessionHost, apiUrl: o.apiUrl, mintSessionToken: o.mintSessionToken, pidsLimit: o.config.pidsLimit, unavailable: (l) => levels[l] });
+    const sessionHost = { ...dirs, bwrap: host.bwrap, cgroups: host.cgroups, tmpfsMb: o.config.tmpfsMb, pool, heartbeat: { timeoutMs: o.config.heartbeatTimeoutSeconds * 1000 }, stopGraceMs: o.config.stopGraceSeconds * 1000 };
+    return new SandboxExecutor({ db: o.db, inProcess: o.inProcess, uids, host: sessionHost, files: o.files, apiUrl: o.apiUrl, mintSessionToken: o.mintSessionToken, pidsLimit: o.config.pidsLimit, unavailable: (l) => levels[l] });
   };
   if (levels.process) {
     // nothing is created or cleaned on a host that cannot run sandboxes (it may not even own the dir)

@@ -1,7 +1,7 @@
 import { createTokenVerifier, DEFAULT_TENANT_ID, loadOrCreateDevSecret, mintToken, type TokenOptions } from '../auth/index.js';
-import path from 'node:path';
 import { ConfigError, type FabricConfig } from '../config/index.js';
 import { migrate, openDb, type Db } from '../db/index.js';
+import { createAgentFiles, type AgentFiles } from '../files/index.js';
 import { buildApp, sweepIdempotencyKeys, type App } from '../http/index.js';
 import { sweepExpiredMemory } from '../memory/index.js';
 import { createNotifier } from '../notify/index.js';
@@ -81,6 +81,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
   const workers: Worker[] = [];
   let tokens: ReturnType<typeof resolveTokenOptions> | undefined;
   let sandboxes: SandboxRuntime | undefined;
+  let artifactFiles: AgentFiles | undefined;
   try {
     await migrate(db);
     await ensureDefaultTenant(db);
@@ -93,11 +94,12 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
     const inProcess = new InProcessExecutor({ root: config.handlersDir });
     let executor: Executor = inProcess;
     if ((options.workers ?? 1) > 0) {
+      artifactFiles = createAgentFiles(db, config, undefined);
       sandboxes = await startSandboxRuntime({
         config: config.sandbox,
         db,
         inProcess,
-        artifactsDir: path.join(config.dataDir, 'artifacts'),
+        files: artifactFiles,
         apiUrl: config.sandbox.apiUrl ?? listeningUrl(app, config) ?? `http://127.0.0.1:${config.port}`,
         mintSessionToken: sessionTokenMinter(config, tokens?.options),
       });
@@ -111,6 +113,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
   } catch (err) {
     await Promise.all(workers.map((w) => w.stop(0)));
     await sandboxes?.close();
+    await artifactFiles?.close();
     await app?.close().catch(() => {});
     await db.close();
     throw err;
@@ -151,6 +154,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
       await app?.close();
       await Promise.all(workers.map((w) => w.stop(config.drainTimeoutSeconds * 1000)));
       await sandboxes?.close();
+      await artifactFiles?.close();
       await db.close();
     },
   };

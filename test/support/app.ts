@@ -1,5 +1,9 @@
 import { createTokenVerifier, mintToken, type Role } from '../../src/auth/index.js';
 import { loadConfig, type FabricConfig } from '../../src/config/index.js';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createAgentFiles, type AgentFiles } from '../../src/files/index.js';
 import { buildApp, type App, type AppOptions } from '../../src/http/index.js';
 import { AgentScheduler, type QueueOptions } from '../../src/queue/index.js';
 import { freshDb, type TestDb } from './db.js';
@@ -11,6 +15,8 @@ export interface TestApp {
   app: App;
   db: TestDb;
   config: FabricConfig;
+  /** Per-agent files over the same storage as the app's routes (a fresh local dir unless config.files says otherwise). */
+  files: AgentFiles;
   /** A token for `role` in `tenant` (default: default). */
   token(role: Role, opts?: { tenant?: string; sub?: string; ttl?: string | number }): Promise<string>;
   /** Authorization header for `role`. */
@@ -21,7 +27,10 @@ export interface TestApp {
 /** The API over a fresh database of the engine under test, driven with `app.inject()`. */
 export async function startTestApp(options: AppOptions & { config?: Partial<FabricConfig>; queue?: Partial<QueueOptions> } = {}): Promise<TestApp> {
   const db = await freshDb();
-  const config = { ...loadConfig({ FABRIC_JWT_SECRET: TEST_SECRET }), ...options.config };
+  const base = loadConfig({ FABRIC_JWT_SECRET: TEST_SECRET });
+  const filesDir = fs.mkdtempSync(path.join(os.tmpdir(), 'fabric-test-files-'));
+  const config = { ...base, files: { ...base.files, dir: filesDir }, ...options.config };
+  const files = createAgentFiles(db, config, TEST_SECRET);
   const app = await buildApp({ db, config, verifyToken: createTokenVerifier(tokenOptions), scheduler: new AgentScheduler(db, options.queue) }, options);
   await app.ready();
   const token: TestApp['token'] = (role, opts = {}) =>
@@ -30,11 +39,14 @@ export async function startTestApp(options: AppOptions & { config?: Partial<Fabr
     app,
     db,
     config,
+    files,
     token,
     auth: async (role, opts) => ({ authorization: `Bearer ${await token(role, opts)}` }),
     async close() {
       await app.close();
+      await files.close();
       await db.close();
+      fs.rmSync(filesDir, { recursive: true, force: true });
     },
   };
 }

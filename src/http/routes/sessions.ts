@@ -20,7 +20,9 @@ const Session = z.object({
   signal: z.string().nullable(),
   error: z.object({ code: z.string(), message: z.string() }).nullable(),
   usage: z.record(z.string(), z.union([z.number(), z.boolean()])).nullable().describe('peakMemoryBytes, cpuSeconds, wallSeconds, artifactBytes, oomKilled'),
-  artifacts: z.array(z.object({ name: z.string(), size: z.number() })),
+  artifacts: z
+    .array(z.object({ name: z.string(), size: z.number(), file_id: z.uuid().optional(), error: z.object({ code: z.string(), message: z.string() }).optional() }))
+    .describe('files the program left in /workspace/out: each kept as an agent file (file_id, read it at /api/agents/:id/files/:file_id) or why not (error)'),
   wipe: z.record(z.string(), z.unknown()).nullable().describe('wipe evidence: method, files, bytes, verified, duration_ms'),
   started_at: z.string(),
   ended_at: z.string().nullable(),
