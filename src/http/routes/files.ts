@@ -1,4 +1,5 @@
 import fastifyMultipart, { type Multipart } from '@fastify/multipart';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { MANAGERS, READERS, readDevSecret } from '../../auth/index.js';
 import { badRequest, FabricError } from '../../errors/index.js';
@@ -81,19 +82,9 @@ async function storeUpload(files: AgentFiles, parts: AsyncIterableIterator<Multi
   return stored;
 }
 
-/** Per-agent files (isolation-runtime-prd §3.1): upload, list, read, delete, signed download URLs. */
-export function fileRoutes(app: App, deps: AppDeps): void {
+/** POST /api/agents/:id/files: streamed to storage, charged against the storage quota. */
+function uploadRoute(app: App, deps: AppDeps, files: AgentFiles): void {
   const { config } = deps;
-  // dev keeps its generated JWT secret in the data dir; serve and worker need a configured one
-  const secret = config.jwtSecret ?? (config.databaseUrl ? undefined : readDevSecret(config.dataDir));
-  const files = createAgentFiles(deps.db, config, secret);
-  app.addHook('onClose', () => files.close());
-  void app.register(fastifyMultipart, {
-    // One byte over the limit is enough to know the file is too large; the rest is never read.
-    limits: { files: 1, fields: 4, parts: 6, fieldSize: 1024, fileSize: config.files.maxBytes + 1 },
-    throwFileSizeLimit: false,
-  });
-
   app.post(
     '/api/agents/:id/files',
     {
@@ -123,6 +114,26 @@ export function fileRoutes(app: App, deps: AppDeps): void {
       return reply.code(201).send({ file });
     },
   );
+}
+
+/** Per-agent files (isolation-runtime-prd §3.1): upload, list, read, delete, signed download URLs. */
+export function fileRoutes(app: App, deps: AppDeps): void {
+  const { config } = deps;
+  // dev keeps its generated JWT secret in the data dir; serve and worker need a configured one
+  const secret = config.jwtSecret ?? (config.databaseUrl ? undefined : readDevSecret(config.dataDir));
+  const files = createAgentFiles(deps.db, config, secret);
+  app.addHook('onClose', () => files.close());
+  // The multipart parser only in the upload route's own scope: every other route keeps answering
+  // a multipart body with 415, not with a parsed-but-empty body.
+  void app.register(async (parent) => {
+    const scope = parent.withTypeProvider<ZodTypeProvider>();
+    await scope.register(fastifyMultipart, {
+      // One byte over the limit is enough to know the file is too large; the rest is never read.
+      limits: { files: 1, fields: 4, parts: 6, fieldSize: 1024, fileSize: config.files.maxBytes + 1 },
+      throwFileSizeLimit: false,
+    });
+    uploadRoute(scope, deps, files);
+  });
 
   app.get(
     '/api/agents/:id/files',
