@@ -1,2 +1,13 @@
-export { createAgentQuota, AgentQuota, QuotaLimitsInput, OveragePolicy } from './quotas.js';
+export { createAgentQuota, getQuota, updateQuotaLimits, backfillAgentQuotas, AgentQuota, QuotaLimitsInput, OveragePolicy } from './quotas.js';
 export { recordLedgerEntry, type LedgerEntry } from './ledger.js';
+export { usdToMicros, microsToUsd } from './money.js';
+export { adjustQuotaUsage, QuotaAdjustmentBody } from './adjustments.js';
+export { Budget, CreateBudgetBody, UpdateBudgetBody, createBudget, getBudget, listBudgets, updateBudget, deleteBudget, setTenantTimeZone } from './budgets.js';
+export { reserve, releaseReservation, sweepReservations, budgetError, type ReserveRequest } from './reserve.js';
+export { budgetSubmitHook, tenantBudgets, type BudgetHookOptions } from './submit-hook.js';
+export { meterUsage, exhaustedLimit, stopForInsufficientFunds, type MeterInput, type MeterResult, type ExhaustedLimit } from './meter.js';
+export { resetPeriods } from './periods.js';
+export { dispatchBudgetAlerts } from './alerts.js';
+export { startBudgetRuntime, ALERTS_CHANNEL, type BudgetRuntime, type BudgetRuntimeOptions } from './runtime.js';
+export { tokensTotal, budgetUsageRatio } from './metrics.js';
+export type { UsageItem, UsageReport } from './usage-item.js';

@@ -7,7 +7,8 @@ export interface LedgerEntry {
   /** What moved: `provision`, `usage`, `adjustment`, … */
   entryType: string;
   tokens?: number;
-  costUsd?: number;
+  /** USD, exact: a decimal string (or a number for amounts a double holds exactly). */
+  costUsd?: number | string;
   details?: Record<string, unknown>;
 }
 
@@ -15,13 +16,13 @@ export interface LedgerEntry {
 export async function recordLedgerEntry(tx: Tx, entry: LedgerEntry): Promise<number> {
   const r = await tx.query<{ id: number }>(
     `INSERT INTO ledger_entries (tenant_id, agent_id, entry_type, tokens, cost_usd, details, request_id)
-     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
+     VALUES ($1, $2, $3, $4, $5::numeric, $6, $7) RETURNING id`,
     [
       entry.tenantId,
       entry.agentId ?? null,
       entry.entryType,
       entry.tokens ?? 0,
-      entry.costUsd ?? 0,
+      String(entry.costUsd ?? 0),
       JSON.stringify(entry.details ?? {}),
       currentContext().request_id ?? null,
     ],

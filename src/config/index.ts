@@ -126,6 +126,8 @@ export interface FabricConfig {
   files: FilesConfig;
   /** How often expired memory keys are deleted (reads never return them anyway). `FABRIC_MEMORY_SWEEP_SECONDS`, default 60. */
   memorySweepSeconds: number;
+  /** Budgets (README "Quotas and budgets"): `FABRIC_BUDGET_SWEEP_SECONDS` (10) between period resets, reservation sweeps and alert deliveries; `FABRIC_BUDGET_RESERVATION_TTL_SECONDS` (86400) before a task's unsettled reservation is released. */
+  budgets: { sweepSeconds: number; reservationTtlSeconds: number };
   /** Default task timeouts per agent runtime (`FABRIC_TIMEOUT_PROFILES`) and the hard ceiling (`FABRIC_TASK_TIMEOUT_CEILING_SECONDS`). */
   timeouts: { profiles: Record<string, number> & { default: number }; ceilingSeconds: number };
 }
@@ -154,6 +156,8 @@ const EnvSchema = z.object({
   FABRIC_ALERT_WEBHOOK_URL: z.url().optional(),
   FABRIC_ALERT_CHANNEL: z.string().min(1).default('#fleet-ops'),
   FABRIC_MEMORY_SWEEP_SECONDS: int(1).max(86_400).default(60),
+  FABRIC_BUDGET_SWEEP_SECONDS: int(1).max(3600).default(10),
+  FABRIC_BUDGET_RESERVATION_TTL_SECONDS: int(60).max(30 * 86_400).default(86_400),
   FABRIC_TIMEOUT_PROFILES: z
     .string()
     .default('default=600,node=600,python=600,shell=300,go=900,rust=900,java=1800,dotnet=1800')
@@ -255,6 +259,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     alertWebhookUrl: e.FABRIC_ALERT_WEBHOOK_URL,
     alertChannel: e.FABRIC_ALERT_CHANNEL,
     memorySweepSeconds: e.FABRIC_MEMORY_SWEEP_SECONDS,
+    budgets: { sweepSeconds: e.FABRIC_BUDGET_SWEEP_SECONDS, reservationTtlSeconds: e.FABRIC_BUDGET_RESERVATION_TTL_SECONDS },
     timeouts: { profiles: e.FABRIC_TIMEOUT_PROFILES, ceilingSeconds: e.FABRIC_TASK_TIMEOUT_CEILING_SECONDS },
     files: {
       maxBytes: e.FABRIC_FILES_MAX_BYTES,

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Clock } from '../clock/index.js';
 import { FabricError } from '../errors/index.js';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { EventHubOptions } from '../events/index.js';
@@ -11,6 +12,8 @@ import { httpRequestDuration, httpRequestsTotal, logger, runWithContext } from '
 import { registerAuth } from './auth.js';
 import { handleError } from './errors.js';
 import { agentRoutes } from './routes/agents.js';
+import { budgetRoutes } from './routes/budgets.js';
+import { quotaRoutes } from './routes/quota.js';
 import { eventRoutes } from './routes/events.js';
 import { fileRoutes } from './routes/files.js';
 import { systemRoutes } from './routes/system.js';
@@ -22,6 +25,8 @@ import { tenancyRoutes } from './routes/tenancy.js';
 import type { App, AppDeps } from './types.js';
 
 export interface AppOptions {
+  /** The clock budget periods are placed with (tests set one); default the system clock. */
+  clock?: Clock;
   /** Test seams for provisioning (fault injection). */
   provision?: Partial<ProvisionOptions>;
   /** Event streams (heartbeat interval, buffering); tests shorten the heartbeat. */
@@ -103,6 +108,8 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   systemRoutes(app, deps);
   tenancyRoutes(app, deps);
   agentRoutes(app, deps, options.provision);
+  quotaRoutes(app, deps);
+  budgetRoutes(app, deps, options.clock);
   eventRoutes(app, deps, options.events);
   taskRoutes(app, deps);
   sessionRoutes(app, deps);

@@ -2,15 +2,17 @@ import { withTransaction, type Db, type Tx } from '../db/index.js';
 import { EVENTS_CHANNEL } from '../events/index.js';
 import { READY_CHANNEL, retryDelaySeconds, type QueueOptions } from './options.js';
 import type { ClaimedTask } from './claim.js';
+import type { UsageItem } from '../budget/usage-item.js';
 import { announce, failDependents, releaseDependents, type Moved } from './transitions.js';
 import { FAILED_TERMINAL, type TaskStatus } from './schemas.js';
 
-/** How an attempt ended, as the executor saw it. */
-export type AttemptOutcome =
+/** How an attempt ended, as the executor saw it, with what it used (recorded with the outcome, in its transaction). */
+export type AttemptOutcome = (
   | { kind: 'completed'; result: unknown }
   | { kind: 'failed'; error: { code: string; message: string; [k: string]: unknown }; permanent?: boolean }
   | { kind: 'timed_out' }
-  | { kind: 'cancelled' };
+  | { kind: 'cancelled' }
+) & { usage?: UsageItem[] };
 
 /** What became of the task: its new status, or `stale` when this attempt no longer owned it. */
 export interface FinishResult {
@@ -28,11 +30,14 @@ interface RunningRow {
   retry_on_timeout: boolean;
   cancel_requested: boolean;
   timeout_seconds: number;
+  /** Set when the fabric stopped the task (INSUFFICIENT_FUNDS): the attempt ends failed with it. */
+  stop_error: { code: string; message: string } | null;
 }
 
 function decide(row: RunningRow, outcome: AttemptOutcome, options: QueueOptions): { status: TaskStatus; delay?: number; error?: unknown; result?: unknown } {
   const retriesUsed = row.attempts - row.attempts_base; // runs so far; retries left while ≤ max_retries
   const canRetry = retriesUsed <= row.max_retries;
+  if (row.stop_error && outcome.kind !== 'completed') return { status: 'failed', error: row.stop_error };
   switch (outcome.kind) {
     case 'completed':
       return { status: 'completed', result: outcome.result };
@@ -52,8 +57,12 @@ function decide(row: RunningRow, outcome: AttemptOutcome, options: QueueOptions)
   }
 }
 
-/** Moves a task out of `running` and propagates to its dependents; callers hold the row lock. */
-async function leaveRunning(tx: Tx, row: RunningRow, attemptOutcome: string, next: ReturnType<typeof decide>, options: QueueOptions): Promise<Moved> {
+/**
+ * Moves a task out of `running` and propagates to its dependents; callers hold the row lock.
+ * What the attempt used is recorded and charged in the same transaction
+ * (`fabric_budget_settle`, migration 0010); a task that ended releases its reservations.
+ */
+async function leaveRunning(tx: Tx, row: RunningRow, attemptOutcome: string, next: ReturnType<typeof decide>, options: QueueOptions, usage: UsageItem[] = []): Promise<Moved> {
   const terminal = next.status !== 'waiting' && next.status !== 'queued';
   const r = await tx.query<Moved>(
     `UPDATE tasks SET status = $2, revision = revision + 1, lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
@@ -74,6 +83,8 @@ async function leaveRunning(tx: Tx, row: RunningRow, attemptOutcome: string, nex
     next.error ? JSON.stringify(next.error) : null,
   ]);
   const moved = r.rows[0]!;
+  if (usage.length > 0 || terminal)
+    await tx.query('SELECT fabric_budget_settle($1::jsonb, $2)', [JSON.stringify([{ id: row.id, attempt: row.attempts, usage }]), terminal]);
   const downstream =
     next.status === 'completed'
       ? await releaseDependents(tx, row.id, options.agingSeconds)
@@ -84,7 +95,7 @@ async function leaveRunning(tx: Tx, row: RunningRow, attemptOutcome: string, nex
   return moved;
 }
 
-const RUNNING_COLUMNS = 'id, tenant_id, agent_id, attempts, attempts_base, max_retries, retry_on_timeout, cancel_requested, timeout_seconds';
+const RUNNING_COLUMNS = 'id, tenant_id, agent_id, attempts, attempts_base, max_retries, retry_on_timeout, cancel_requested, timeout_seconds, stop_error';
 
 /** The task row, locked, if `claim` still holds the current attempt's lease (the fencing check). */
 async function lockOwnAttempt(tx: Tx, claim: ClaimedTask): Promise<RunningRow | undefined> {
@@ -108,7 +119,7 @@ export async function finishAttempt(db: Db, claim: ClaimedTask, outcome: Attempt
       if (!row) return { status: 'stale' as const };
       const next = decide(row, outcome, options);
       const attemptOutcome = outcome.kind === 'failed' ? 'failed' : outcome.kind;
-      const moved = await leaveRunning(tx, row, attemptOutcome, next, options);
+      const moved = await leaveRunning(tx, row, attemptOutcome, next, options, outcome.usage);
       return { status: moved.status, task: moved };
     },
     { name: 'finish attempt' },
@@ -131,7 +142,9 @@ export async function recoverExpiredLeases(db: Db, options: QueueOptions): Promi
       for (const row of r.rows) {
         const error = { code: 'lease_lost', message: 'The worker running this attempt stopped renewing its lease.' };
         const canRetry = row.attempts - row.attempts_base <= row.max_retries;
-        const next = row.cancel_requested
+        const next = row.stop_error
+          ? { status: 'failed' as const, error: row.stop_error }
+          : row.cancel_requested
           ? { status: 'cancelled' as const, error }
           : canRetry
             ? { status: 'queued' as const, error }
@@ -148,19 +161,20 @@ export async function recoverExpiredLeases(db: Db, options: QueueOptions): Promi
  * Gives a running task back to the queue without charging it an attempt (graceful drain):
  * fenced like finishAttempt, so it does nothing if this worker no longer holds it.
  */
-export async function releaseAttempt(db: Db, claim: ClaimedTask, options: QueueOptions): Promise<FinishResult> {
+export async function releaseAttempt(db: Db, claim: ClaimedTask, options: QueueOptions, usage?: UsageItem[]): Promise<FinishResult> {
   return withTransaction(
     db,
     async (tx) => {
       const row = await lockOwnAttempt(tx, claim);
       if (!row) return { status: 'stale' as const };
       if (row.cancel_requested) {
-        const cancelled = await leaveRunning(tx, row, 'cancelled', { status: 'cancelled', error: { code: 'cancelled', message: 'The task was cancelled while it ran.' } }, options);
+        const next = decide(row, { kind: 'cancelled' }, options);
+        const cancelled = await leaveRunning(tx, row, 'cancelled', next, options, usage);
         return { status: cancelled.status, task: cancelled };
       }
       await tx.query('UPDATE tasks SET attempts_base = attempts_base + 1 WHERE id = $1', [row.id]);
       const error = { code: 'worker_draining', message: 'The worker shut down before the attempt finished; the task was released for another worker.' };
-      const moved = await leaveRunning(tx, row, 'lease_lost', { status: 'queued', error }, options);
+      const moved = await leaveRunning(tx, row, 'lease_lost', { status: 'queued', error }, options, usage);
       return { status: moved.status, task: moved };
     },
     { name: 'release attempt' },
@@ -168,13 +182,18 @@ export async function releaseAttempt(db: Db, claim: ClaimedTask, options: QueueO
 }
 
 /**
- * Records many completed attempts in one statement (`fabric_complete_tasks`, migration 0004):
- * the same fencing as finishAttempt, per task, and dependents released. Returns one result per
+ * Records many completed attempts in one statement (`fabric_complete_tasks`, migrations 0004
+ * and 0010): the same fencing as finishAttempt, per task, what each used recorded and
+ * charged, reservations settled, and dependents released. Returns one result per
  * item, in order.
  */
-export async function finishCompletedBatch(db: Db, items: readonly { claim: ClaimedTask; result: unknown }[], options: QueueOptions): Promise<FinishResult[]> {
+export async function finishCompletedBatch(
+  db: Db,
+  items: readonly { claim: ClaimedTask; result: unknown; usage?: UsageItem[] }[],
+  options: QueueOptions,
+): Promise<FinishResult[]> {
   if (items.length === 0) return [];
-  const rows = items.map((i) => ({ id: i.claim.task.id, attempt: i.claim.attempt, worker: i.claim.workerId, result: i.result ?? null }));
+  const rows = items.map((i) => ({ id: i.claim.task.id, attempt: i.claim.attempt, worker: i.claim.workerId, result: i.result ?? null, usage: i.usage ?? [] }));
   const r = await db.query<{ o_id: string; o_tenant_id: string; o_agent_id: string; o_status: TaskStatus; o_revision: number; o_attempts: number; o_released: number }>(
     'SELECT * FROM fabric_complete_tasks($1::jsonb, $2)',
     [JSON.stringify(rows), options.agingSeconds],

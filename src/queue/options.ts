@@ -1,6 +1,6 @@
 import type { Tx } from '../db/index.js';
 import type { Principal } from '../auth/index.js';
-import type { Task } from './schemas.js';
+import type { SubmitTaskBody, Task } from './schemas.js';
 import { DEFAULT_TIMEOUT_POLICY, type TimeoutPolicy } from './timeouts.js';
 
 /** Tuning of the queue; one object, defaults below. */
@@ -27,8 +27,14 @@ export interface QueueOptions {
   onSubmit?: readonly SubmitHook[];
 }
 
-/** See QueueOptions.onSubmit. */
-export type SubmitHook = (tx: Tx, actor: Principal, tasks: readonly Task[]) => Promise<void>;
+/**
+ * See QueueOptions.onSubmit. `applies`, when given, says before any transaction whether the
+ * hook has work for this submit: when no hook applies, the submit keeps its one-statement,
+ * transaction-free path (a hook without `applies` always applies).
+ */
+export type SubmitHook = ((tx: Tx, actor: Principal, tasks: readonly Task[]) => Promise<void>) & {
+  applies?: (actor: Principal, inputs: readonly SubmitTaskBody[]) => boolean | Promise<boolean>;
+};
 
 export const DEFAULT_QUEUE_OPTIONS: QueueOptions = {
   agingSeconds: 60,

@@ -26,12 +26,17 @@ export class AgentScheduler {
   }
 
   /**
-   * A submit is one statement, so without a caller's transaction or `onSubmit` hooks it
-   * needs none of its own (one round trip instead of three).
+   * A submit is one statement, so without a caller's transaction or an `onSubmit` hook that
+   * applies to it, it needs none of its own (one round trip instead of three).
    */
-  private submit(actor: Principal, tasks: readonly SubmitTaskBody[], tx: Tx | undefined, name: string): Promise<Task[]> {
-    if (tx || this.options.onSubmit?.length) return this.inTx(tx, name, (t) => submitTasks({ tx: t }, actor, tasks, this.options));
+  private async submit(actor: Principal, tasks: readonly SubmitTaskBody[], tx: Tx | undefined, name: string): Promise<Task[]> {
+    if (tx || (await this.hooksApply(actor, tasks))) return this.inTx(tx, name, (t) => submitTasks({ tx: t }, actor, tasks, this.options));
     return submitTasks({ db: this.db }, actor, tasks, this.options);
+  }
+
+  private async hooksApply(actor: Principal, tasks: readonly SubmitTaskBody[]): Promise<boolean> {
+    for (const hook of this.options.onSubmit ?? []) if (!hook.applies || (await hook.applies(actor, tasks))) return true;
+    return false;
   }
 
   /** Queues one task for its agent. */

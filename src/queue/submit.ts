@@ -43,7 +43,8 @@ function submitError(err: unknown, retryAfter: number): unknown {
  */
 export async function submitTasks(target: SubmitTarget, actor: Principal, inputs: readonly SubmitTaskBody[], options: QueueOptions): Promise<Task[]> {
   const q = 'tx' in target ? target.tx : target.db;
-  if (options.onSubmit?.length && !('tx' in target)) throw new Error('submitTasks: onSubmit hooks need the caller\'s transaction');
+  // without a transaction the caller found that no hook applies (AgentScheduler.submit)
+  if (options.onSubmit?.some((h) => !h.applies) && !('tx' in target)) throw new Error('submitTasks: onSubmit hooks need the caller\'s transaction');
   const timeouts = await resolveTimeouts(q, actor.tenantId, inputs, options.timeouts);
   const rows = inputs.map((t, i) => ({
     id: randomUUID() as string,

@@ -1,4 +1,5 @@
 import { createTokenVerifier, DEFAULT_TENANT_ID, loadOrCreateDevSecret, mintToken, type TokenOptions } from '../auth/index.js';
+import { backfillAgentQuotas, budgetSubmitHook, startBudgetRuntime, type BudgetRuntime } from '../budget/index.js';
 import { ConfigError, type FabricConfig } from '../config/index.js';
 import { migrate, openDb, type Db } from '../db/index.js';
 import { createAgentFiles, type AgentFiles } from '../files/index.js';
@@ -82,15 +83,19 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
   let tokens: ReturnType<typeof resolveTokenOptions> | undefined;
   let sandboxes: SandboxRuntime | undefined;
   let artifactFiles: AgentFiles | undefined;
+  let budgets: BudgetRuntime | undefined;
   try {
     await migrate(db);
     await ensureDefaultTenant(db);
+    const backfilled = await backfillAgentQuotas(db, config.quotaDefaults);
+    if (backfilled) logger().info({ agents: backfilled }, 'agents without a quota got the default quota');
     if (mode !== 'worker') {
       tokens = resolveTokenOptions(config, mode);
-      app = await buildApp({ db, config, verifyToken: createTokenVerifier(tokens.options), scheduler: new AgentScheduler(db, { leaseSeconds: config.taskLeaseSeconds, timeouts: config.timeouts }) });
+      app = await buildApp({ db, config, verifyToken: createTokenVerifier(tokens.options), scheduler: new AgentScheduler(db, { leaseSeconds: config.taskLeaseSeconds, timeouts: config.timeouts, onSubmit: [budgetSubmitHook(db, { reservationTtlSeconds: config.budgets.reservationTtlSeconds })] }) });
       await app.listen({ port: config.port, host: config.host });
     }
     const notifier = createNotifier({ webhookUrl: config.alertWebhookUrl, channel: config.alertChannel });
+    budgets = await startBudgetRuntime({ db, notifier, sweepSeconds: config.budgets.sweepSeconds });
     const inProcess = new InProcessExecutor({ root: config.handlersDir });
     let executor: Executor = inProcess;
     if ((options.workers ?? 1) > 0) {
@@ -112,6 +117,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
     }
   } catch (err) {
     await Promise.all(workers.map((w) => w.stop(0)));
+    await budgets?.stop();
     await sandboxes?.close();
     await artifactFiles?.close();
     await app?.close().catch(() => {});
@@ -153,6 +159,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
       for (const t of sweepers) clearInterval(t);
       await app?.close();
       await Promise.all(workers.map((w) => w.stop(config.drainTimeoutSeconds * 1000)));
+      await budgets?.stop();
       await sandboxes?.close();
       await artifactFiles?.close();
       await db.close();

@@ -2,6 +2,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Task } from '../queue/index.js';
 import type { Agent } from '../tenancy/index.js';
+import type { UsageReport } from '../budget/usage-item.js';
 
 /** Throw this to fail an attempt with a code of your own (e.g. oom_killed); it is retried like any failure. */
 export class AttemptError extends Error {
@@ -32,6 +33,12 @@ export interface ExecutionContext {
   workerId: string;
   /** A line for the attempt's log. */
   log(line: string): void;
+  /**
+   * Reports what the attempt used (model tokens and cost, or the compute time of a sandbox
+   * session); recorded and charged with the attempt's outcome, in its transaction. Without a
+   * compute_ms report the worker charges the attempt's measured wall time.
+   */
+  reportUsage(usage: UsageReport): void;
 }
 
 /** Runs one attempt of a task and resolves to its JSON result; throws to fail it. */

@@ -18,8 +18,10 @@ import {
   type QueueOptions,
 } from '../queue/index.js';
 import { logger, runWithContext, taskClaimLatency, taskDuration, tasksTotal } from '../telemetry/index.js';
+import { countTokens } from '../budget/metrics.js';
 import { getAgent, type Agent } from '../tenancy/index.js';
 import { AttemptLog } from './attempt-log.js';
+import { AttemptUsage } from '../budget/usage-item.js';
 import { ABORT_SETTLE_MS, AttemptError, PermanentError, type Executor } from './executor.js';
 
 export interface WorkerOptions {
@@ -60,7 +62,7 @@ export class Worker {
   private readonly agents = new Map<string, { agent: Promise<Agent>; until: number }>();
   /** Outcomes being recorded (the attempt's slot is already free). */
   private readonly recording = new Set<Promise<void>>();
-  private completions: { claim: ClaimedTask; result: unknown; resolve: (r: FinishResult) => void; reject: (err: unknown) => void }[] = [];
+  private completions: { claim: ClaimedTask; result: unknown; usage: AttemptOutcome['usage']; resolve: (r: FinishResult) => void; reject: (err: unknown) => void }[] = [];
   private timers: NodeJS.Timeout[] = [];
   private unlisten: (() => Promise<void>) | undefined;
   private stopping = false;
@@ -175,7 +177,15 @@ export class Worker {
     return agent;
   }
 
+  /** Runs the attempt; its outcome carries what it used (reported, plus measured wall time). */
   private async runAttempt(claim: ClaimedTask, signal: AbortSignal, track: (executor: Promise<unknown>) => void): Promise<AttemptOutcome> {
+    const usage = new AttemptUsage(claim.task.id, claim.attempt);
+    const started = performance.now();
+    const outcome = await this.execute(claim, signal, track, usage);
+    return { ...outcome, usage: usage.items(performance.now() - started) };
+  }
+
+  private async execute(claim: ClaimedTask, signal: AbortSignal, track: (executor: Promise<unknown>) => void, usage: AttemptUsage): Promise<AttemptOutcome> {
     let agent: Agent;
     try {
       agent = await this.agentOf(claim.task.tenant_id, claim.task.agent_id);
@@ -189,7 +199,14 @@ export class Worker {
     const aborted = new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(new Error(String(signal.reason))), { once: true }));
     const log = new AttemptLog(this.db, claim.task, claim.attempt);
     try {
-      const run = this.options.executor.run(claim.task, { signal, attempt: claim.attempt, agent, workerId: this.id, log: (line) => log.line(line) });
+      const run = this.options.executor.run(claim.task, {
+        signal,
+        attempt: claim.attempt,
+        agent,
+        workerId: this.id,
+        log: (line) => log.line(line),
+        reportUsage: (u) => usage.add(u),
+      });
       settledRun = run.catch(() => {});
       track(settledRun);
       const result = await Promise.race([run, aborted]);
@@ -219,11 +236,12 @@ export class Worker {
     if (reason === 'lease_lost') return; // another worker owns the task now: its outcome wins
     const result =
       reason === 'drain'
-        ? await releaseAttempt(this.db, claim, this.queue)
+        ? await releaseAttempt(this.db, claim, this.queue, outcome.usage)
         : outcome.kind === 'completed'
-          ? await this.completeSoon(claim, outcome.result)
+          ? await this.completeSoon(claim, outcome.result, outcome.usage)
           : await finishAttempt(this.db, claim, outcome, this.queue);
     if (result.status === 'stale') return;
+    countTokens(claim.task.agent_id, outcome.usage);
     tasksTotal.inc({ agent_id: claim.task.agent_id, status: result.status });
     taskDuration.observe({ status: result.status }, Number(process.hrtime.bigint() - started) / 1e9);
     if (result.status === 'dead_lettered') {
@@ -240,9 +258,9 @@ export class Worker {
   }
 
   /** Queues a completion; completions that arrive together are recorded in one transaction. */
-  private completeSoon(claim: ClaimedTask, result: unknown): Promise<FinishResult> {
+  private completeSoon(claim: ClaimedTask, result: unknown, usage: AttemptOutcome['usage']): Promise<FinishResult> {
     return new Promise((resolve, reject) => {
-      this.completions.push({ claim, result, resolve, reject });
+      this.completions.push({ claim, result, usage, resolve, reject });
       if (this.completions.length === 1) setImmediate(() => void this.flushCompletions());
     });
   }

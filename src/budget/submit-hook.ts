@@ -1,0 +1,66 @@
+import type { Principal } from '../auth/index.js';
+import { systemClock, type Clock } from '../clock/index.js';
+import type { Queryable } from '../db/index.js';
+import type { SubmitHook } from '../queue/index.js';
+import { reserve } from './reserve.js';
+
+export interface BudgetHookOptions {
+  clock?: Clock;
+  /** How long a task's reservation lives before the sweeper releases it. Default 24 h. */
+  reservationTtlSeconds?: number;
+  /** How long a process trusts "this tenant has no budgets" (budgets made elsewhere are seen this late). Default 5 s. */
+  budgetsCacheMs?: number;
+}
+
+/** Per process: does a tenant have budgets? Refreshed every `ttlMs`, forgotten at once on a local change. */
+export class TenantBudgetsCache {
+  private readonly seen = new Map<string, { has: boolean; until: number }>();
+  constructor(private readonly ttlMs = 5000) {}
+
+  async has(q: Queryable, tenantId: string): Promise<boolean> {
+    const hit = this.seen.get(tenantId);
+    if (hit && hit.until > Date.now()) return hit.has;
+    const r = await q.query<{ has: boolean }>('SELECT EXISTS (SELECT 1 FROM budgets WHERE tenant_id = $1) AS has', [tenantId]);
+    if (this.seen.size > 10_000) this.seen.clear();
+    this.seen.set(tenantId, { has: r.rows[0]!.has, until: Date.now() + this.ttlMs });
+    return r.rows[0]!.has;
+  }
+
+  forget(tenantId: string): void {
+    this.seen.delete(tenantId);
+  }
+}
+
+/** One cache per process, shared by the hook and the budget routes (which forget on change). */
+export const tenantBudgets = new TenantBudgetsCache();
+
+/**
+ * The pre-execution check (FR-15) as an onSubmit hook: in the submit transaction, every task
+ * with `estimated_tokens` reserves them against its agent's quota and every budget above it;
+ * when the tenant has budgets, tasks without an estimate are checked too (refused once a
+ * `block` limit is exhausted). A `block` entity past its limit → 429 quota_exceeded and the
+ * whole submit rolls back; `alert_only` and `allow` accept and record the overage (alerts go
+ * through the budget_alerts outbox). Submits it does not apply to keep their one-statement,
+ * transaction-free path.
+ */
+export function budgetSubmitHook(db: Queryable, options: BudgetHookOptions = {}): SubmitHook {
+  const clock = options.clock ?? systemClock;
+  const ttlMs = (options.reservationTtlSeconds ?? 86_400) * 1000;
+  const cache = options.budgetsCacheMs === undefined ? tenantBudgets : new TenantBudgetsCache(options.budgetsCacheMs);
+  // inside the submit transaction the check must use it (PGlite has one connection)
+  const needed = async (q: Queryable, actor: Principal, inputs: readonly { estimated_tokens?: number | null }[]) =>
+    inputs.some((t) => t.estimated_tokens !== undefined && t.estimated_tokens !== null) || (await cache.has(q, actor.tenantId));
+  const hook: SubmitHook = async (tx, actor, tasks) => {
+    if (!(await needed(tx, actor, tasks))) return;
+    await reserve(
+      tx,
+      actor.tenantId,
+      tasks
+        .filter((t) => t.status !== 'failed') // failed at once on a failed dependency: it will never run
+        .map((t) => ({ agentId: t.agent_id, taskId: t.id, key: `task:${t.id}`, tokens: t.estimated_tokens ?? 0 })),
+      new Date(clock.now().getTime() + ttlMs),
+    );
+  };
+  hook.applies = (actor, inputs) => needed(db, actor, inputs);
+  return hook;
+}
