@@ -5,6 +5,14 @@ import { z } from 'zod';
 export { createExclusive, ensurePrivateDir } from './datadir.js';
 
 /** Defaults for the quota row every provisioned agent gets (isolation-runtime-prd §3.5). */
+/** Plans, subscriptions and billing (README "Plans, subscriptions and billing"). */
+export interface BillingConfig {
+  /** Plan of tenants that never subscribed. `FABRIC_BILLING_DEFAULT_PLAN`; unset = they are unmetered and unrestricted. */
+  defaultPlan: string | undefined;
+  /** How often overage that started is looked for and notified. `FABRIC_BILLING_OVERAGE_CHECK_SECONDS`, default 60. */
+  overageCheckSeconds: number;
+}
+
 export interface QuotaDefaults {
   /** Tokens an agent may spend per calendar month. Default 1,000,000. */
   monthlyTokenLimit: number;
@@ -128,6 +136,7 @@ export interface FabricConfig {
   memorySweepSeconds: number;
   /** Budgets (README "Quotas and budgets"): `FABRIC_BUDGET_SWEEP_SECONDS` (10) between period resets, reservation sweeps and alert deliveries; `FABRIC_BUDGET_RESERVATION_TTL_SECONDS` (86400) before a task's unsettled reservation is released. */
   budgets: { sweepSeconds: number; reservationTtlSeconds: number };
+  billing: BillingConfig;
   /** Default task timeouts per agent runtime (`FABRIC_TIMEOUT_PROFILES`) and the hard ceiling (`FABRIC_TASK_TIMEOUT_CEILING_SECONDS`). */
   timeouts: { profiles: Record<string, number> & { default: number }; ceilingSeconds: number };
 }
@@ -158,6 +167,8 @@ const EnvSchema = z.object({
   FABRIC_MEMORY_SWEEP_SECONDS: int(1).max(86_400).default(60),
   FABRIC_BUDGET_SWEEP_SECONDS: int(1).max(3600).default(10),
   FABRIC_BUDGET_RESERVATION_TTL_SECONDS: int(60).max(30 * 86_400).default(86_400),
+  FABRIC_BILLING_DEFAULT_PLAN: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'must be a plan id such as free').optional(),
+  FABRIC_BILLING_OVERAGE_CHECK_SECONDS: int(1).max(86_400).default(60),
   FABRIC_TIMEOUT_PROFILES: z
     .string()
     .default('default=600,node=600,python=600,shell=300,go=900,rust=900,java=1800,dotnet=1800')
@@ -260,6 +271,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     alertChannel: e.FABRIC_ALERT_CHANNEL,
     memorySweepSeconds: e.FABRIC_MEMORY_SWEEP_SECONDS,
     budgets: { sweepSeconds: e.FABRIC_BUDGET_SWEEP_SECONDS, reservationTtlSeconds: e.FABRIC_BUDGET_RESERVATION_TTL_SECONDS },
+    billing: { defaultPlan: e.FABRIC_BILLING_DEFAULT_PLAN, overageCheckSeconds: e.FABRIC_BILLING_OVERAGE_CHECK_SECONDS },
     timeouts: { profiles: e.FABRIC_TIMEOUT_PROFILES, ceilingSeconds: e.FABRIC_TASK_TIMEOUT_CEILING_SECONDS },
     files: {
       maxBytes: e.FABRIC_FILES_MAX_BYTES,

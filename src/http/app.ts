@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyRequest } from 'fastify';
+import { BillingService } from '../billing/index.js';
 import type { Clock } from '../clock/index.js';
 import { FabricError } from '../errors/index.js';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
@@ -14,6 +15,8 @@ import { handleError } from './errors.js';
 import { agentRoutes } from './routes/agents.js';
 import { budgetRoutes } from './routes/budgets.js';
 import { quotaRoutes } from './routes/quota.js';
+import { billingPlanRoutes } from './routes/billing-plans.js';
+import { billingSubscriptionRoutes } from './routes/billing-subscription.js';
 import { eventRoutes } from './routes/events.js';
 import { fileRoutes } from './routes/files.js';
 import { systemRoutes } from './routes/system.js';
@@ -22,6 +25,7 @@ import { sessionRoutes } from './routes/sessions.js';
 import { semanticMemoryRoutes } from './routes/semantic-memory.js';
 import { taskRoutes } from './routes/tasks.js';
 import { tenancyRoutes } from './routes/tenancy.js';
+import { usageRoutes } from './routes/usage.js';
 import type { App, AppDeps } from './types.js';
 
 export interface AppOptions {
@@ -33,6 +37,8 @@ export interface AppOptions {
   events?: EventHubOptions;
   /** Semantic memory with another provider or search mode (tests); default: from config.embeddings. */
   semanticMemory?: SemanticMemoryService;
+  /** Plans, subscriptions and usage with a set clock or a notifier (the server, tests); default: system clock, config.billing. Its submitHook belongs in the scheduler's onSubmit. */
+  billing?: BillingService;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -105,9 +111,13 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   await app.register(fastifySwaggerUi, { routePrefix: '/docs' });
 
   registerAuth(app, deps);
+  const billing = options.billing ?? new BillingService({ clock: options.clock, defaultPlan: deps.config.billing.defaultPlan });
   systemRoutes(app, deps);
   tenancyRoutes(app, deps);
-  agentRoutes(app, deps, options.provision);
+  agentRoutes(app, deps, options.provision, billing);
+  billingPlanRoutes(app, deps, billing);
+  billingSubscriptionRoutes(app, deps, billing);
+  usageRoutes(app, deps, billing);
   quotaRoutes(app, deps);
   budgetRoutes(app, deps, options.clock);
   eventRoutes(app, deps, options.events);

@@ -17,6 +17,7 @@ export interface TaskRow {
   max_retries: number;
   attempts: number;
   estimated_tokens: number | null;
+  billing_subject: Task['billing_subject'];
   result: unknown;
   error: Task['error'];
   lease_owner: string | null;
@@ -52,6 +53,7 @@ export function toTask(row: TaskRow): Task {
     max_retries: row.max_retries,
     attempts: row.attempts,
     estimated_tokens: row.estimated_tokens,
+    billing_subject: row.billing_subject ?? null,
     result: row.result ?? null,
     error: row.error ?? null,
     created_at: row.created_at.toISOString(),

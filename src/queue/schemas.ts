@@ -64,6 +64,7 @@ export const Task = z.object({
   max_retries: z.number().int(),
   attempts: z.number().int(),
   estimated_tokens: z.number().nullable(),
+  billing_subject: z.enum(['USER', 'ORG']).nullable().describe("who pays: the workspace's setting at submission, never changed after"),
   result: z.unknown(),
   error: TaskError.nullable(),
   created_at: z.string(),

@@ -1,4 +1,5 @@
 import { createTokenVerifier, DEFAULT_TENANT_ID, loadOrCreateDevSecret, mintToken, type TokenOptions } from '../auth/index.js';
+import { BillingService, getPlan } from '../billing/index.js';
 import { backfillAgentQuotas, budgetSubmitHook, startBudgetRuntime, type BudgetRuntime } from '../budget/index.js';
 import { ConfigError, type FabricConfig } from '../config/index.js';
 import { migrate, openDb, type Db } from '../db/index.js';
@@ -83,18 +84,25 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
   let tokens: ReturnType<typeof resolveTokenOptions> | undefined;
   let sandboxes: SandboxRuntime | undefined;
   let artifactFiles: AgentFiles | undefined;
+  let billing: BillingService | undefined;
   let budgets: BudgetRuntime | undefined;
   try {
     await migrate(db);
     await ensureDefaultTenant(db);
     const backfilled = await backfillAgentQuotas(db, config.quotaDefaults);
     if (backfilled) logger().info({ agents: backfilled }, 'agents without a quota got the default quota');
+    const notifier = createNotifier({ webhookUrl: config.alertWebhookUrl, channel: config.alertChannel });
+    if (config.billing.defaultPlan)
+      await getPlan(db, config.billing.defaultPlan).catch(() => {
+        throw new ConfigError(`FABRIC_BILLING_DEFAULT_PLAN names plan "${config.billing.defaultPlan}", which does not exist; use one of GET /api/plans (free, plus, pro, max, enterprise).`);
+      });
+    billing = new BillingService({ notifier, defaultPlan: config.billing.defaultPlan });
     if (mode !== 'worker') {
       tokens = resolveTokenOptions(config, mode);
-      app = await buildApp({ db, config, verifyToken: createTokenVerifier(tokens.options), scheduler: new AgentScheduler(db, { leaseSeconds: config.taskLeaseSeconds, timeouts: config.timeouts, onSubmit: [budgetSubmitHook(db, { reservationTtlSeconds: config.budgets.reservationTtlSeconds })] }) });
+      const scheduler = new AgentScheduler(db, { leaseSeconds: config.taskLeaseSeconds, timeouts: config.timeouts, onSubmit: [billing.submitHook, budgetSubmitHook(db, { reservationTtlSeconds: config.budgets.reservationTtlSeconds })] });
+      app = await buildApp({ db, config, verifyToken: createTokenVerifier(tokens.options), scheduler }, { billing });
       await app.listen({ port: config.port, host: config.host });
     }
-    const notifier = createNotifier({ webhookUrl: config.alertWebhookUrl, channel: config.alertChannel });
     budgets = await startBudgetRuntime({ db, notifier, sweepSeconds: config.budgets.sweepSeconds });
     const inProcess = new InProcessExecutor({ root: config.handlersDir });
     let executor: Executor = inProcess;
@@ -129,7 +137,9 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
     timer.unref();
     return timer;
   };
+  const overage = billing!;
   const sweepers = [
+    every(config.billing.overageCheckSeconds * 1000, 'overage check', () => overage.checkOverage(db)),
     every(SWEEP_INTERVAL_MS, 'idempotency sweep', () => sweepIdempotencyKeys(db)),
     every(config.memorySweepSeconds * 1000, 'memory sweep', async () => {
       const n = await sweepExpiredMemory(db);

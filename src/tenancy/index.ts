@@ -11,6 +11,7 @@ export {
   listWorkspaces,
   resolveWorkspace,
   createWorkspace,
+  updateWorkspace,
   listUsers,
   getUser,
   createUser,

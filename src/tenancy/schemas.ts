@@ -136,8 +136,12 @@ export const ListAgentsQuery = z
 export const Tenant = z.object({ id: z.string(), name: z.string(), created_at: z.string() });
 export const CreateTenantBody = z.object({ id: TenantId, name: z.string().min(1).max(200) }).strict();
 
-export const Workspace = z.object({ id: z.uuid(), tenant_id: z.string(), name: z.string(), created_at: z.string() });
-export const CreateWorkspaceBody = z.object({ name: Name }).strict();
+/** Who pays for a workspace's tasks (managed-execution-prd V2-FR-BIL-007): its organization, or the user of a personal workspace. */
+export const BillingSubject = z.enum(['USER', 'ORG']);
+const WorkspaceBillingSubject = BillingSubject.describe("who pays for the workspace's tasks; each task keeps the value it had at submission");
+export const Workspace = z.object({ id: z.uuid(), tenant_id: z.string(), name: z.string(), billing_subject: BillingSubject, created_at: z.string() });
+export const CreateWorkspaceBody = z.object({ name: Name, billing_subject: WorkspaceBillingSubject.default('ORG') }).strict();
+export const UpdateWorkspaceBody = z.object({ billing_subject: WorkspaceBillingSubject }).strict();
 
 export const UserRole = z.enum(['admin', 'operator', 'member', 'viewer']);
 export const User = z.object({

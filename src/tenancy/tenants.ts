@@ -4,7 +4,7 @@ import { DEFAULT_TENANT_ID } from '../auth/index.js';
 import { withTransaction, type Db, type Queryable, type Tx } from '../db/index.js';
 import { conflict, notFound } from '../errors/index.js';
 import { recordEvent } from '../events/index.js';
-import type { CreateUserBody, Tenant, User, Workspace } from './schemas.js';
+import type { CreateUserBody, CreateWorkspaceBody, Tenant, UpdateWorkspaceBody, User, Workspace } from './schemas.js';
 
 type TenantOut = z.infer<typeof Tenant>;
 type WorkspaceOut = z.infer<typeof Workspace>;
@@ -16,11 +16,11 @@ export const DEFAULT_WORKSPACE_NAME = 'default';
 const iso = (d: Date) => d.toISOString();
 
 interface TenantRow { id: string; name: string; created_at: Date }
-interface WorkspaceRow { id: string; tenant_id: string; name: string; created_at: Date }
+interface WorkspaceRow { id: string; tenant_id: string; name: string; billing_subject: WorkspaceOut['billing_subject']; created_at: Date }
 interface UserRow { id: string; tenant_id: string; email: string; name: string | null; role: UserOut['role']; created_at: Date }
 
 const toTenant = (r: TenantRow): TenantOut => ({ id: r.id, name: r.name, created_at: iso(r.created_at) });
-const toWorkspace = (r: WorkspaceRow): WorkspaceOut => ({ id: r.id, tenant_id: r.tenant_id, name: r.name, created_at: iso(r.created_at) });
+const toWorkspace = (r: WorkspaceRow): WorkspaceOut => ({ id: r.id, tenant_id: r.tenant_id, name: r.name, billing_subject: r.billing_subject, created_at: iso(r.created_at) });
 const toUser = (r: UserRow): UserOut => ({ id: r.id, tenant_id: r.tenant_id, email: r.email, name: r.name, role: r.role, created_at: iso(r.created_at) });
 
 async function insertTenant(tx: Tx, id: string, name: string): Promise<TenantOut | undefined> {
@@ -72,15 +72,26 @@ export async function resolveWorkspace(q: Queryable, tenantId: string, id?: stri
   return toWorkspace(r.rows[0]);
 }
 
-export async function createWorkspace(tx: Tx, actor: AuditActor, tenantId: string, name: string): Promise<WorkspaceOut> {
+export async function createWorkspace(tx: Tx, actor: AuditActor, tenantId: string, body: z.infer<typeof CreateWorkspaceBody>): Promise<WorkspaceOut> {
+  const name = body.name;
   const r = await tx.query<WorkspaceRow>(
-    'INSERT INTO workspaces (tenant_id, name) VALUES ($1, $2) ON CONFLICT (tenant_id, name) DO NOTHING RETURNING *',
-    [tenantId, name],
+    'INSERT INTO workspaces (tenant_id, name, billing_subject) VALUES ($1, $2, $3) ON CONFLICT (tenant_id, name) DO NOTHING RETURNING *',
+    [tenantId, name, body.billing_subject],
   );
   if (!r.rows[0]) throw conflict('workspace_exists', `A workspace named "${name}" already exists in this tenant.`);
   const ws = toWorkspace(r.rows[0]);
   await recordEvent(tx, { tenantId, eventType: 'workspace.created', subjectType: 'workspace', subjectId: ws.id, data: { name } });
   await recordAudit(tx, { tenantId, actor, action: 'workspace.create', targetType: 'workspace', targetId: ws.id, after: ws });
+  return ws;
+}
+
+/** Changes a workspace's billing subject; tasks already submitted keep theirs. Audited. */
+export async function updateWorkspace(tx: Tx, actor: AuditActor, tenantId: string, id: string, body: z.infer<typeof UpdateWorkspaceBody>): Promise<WorkspaceOut> {
+  const before = await resolveWorkspace(tx, tenantId, id);
+  const r = await tx.query<WorkspaceRow>('UPDATE workspaces SET billing_subject = $3 WHERE tenant_id = $1 AND id = $2 RETURNING *', [tenantId, id, body.billing_subject]);
+  const ws = toWorkspace(r.rows[0]!);
+  await recordEvent(tx, { tenantId, eventType: 'workspace.updated', subjectType: 'workspace', subjectId: id, data: { billing_subject: ws.billing_subject } });
+  await recordAudit(tx, { tenantId, actor, action: 'workspace.update', targetType: 'workspace', targetId: id, before, after: ws });
   return ws;
 }
 

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { MANAGERS, READERS } from '../../auth/index.js';
+import type { BillingService } from '../../billing/index.js';
 import { AgentQuota } from '../../budget/index.js';
 import { withTransaction } from '../../db/index.js';
 import { cancelAgentTasks } from '../../queue/index.js';
@@ -27,7 +28,7 @@ const tags = ['agents'];
 const security = [{ bearerAuth: [] }];
 
 /** Agent provisioning and management (isolation-runtime-prd §3.3). */
-export function agentRoutes(app: App, deps: AppDeps, provision: Partial<ProvisionOptions> = {}): void {
+export function agentRoutes(app: App, deps: AppDeps, provision: Partial<ProvisionOptions> | undefined, billing: BillingService): void {
   createRoute(app, deps, {
     url: '/api/agents/provision',
     tags,
@@ -37,7 +38,10 @@ export function agentRoutes(app: App, deps: AppDeps, provision: Partial<Provisio
     roles: MANAGERS,
     doing: 'provision agents',
     name: 'provision agent',
-    create: (tx, actor, body) => provisionAgent(tx, actor, actor.tenantId, body, { quotaDefaults: deps.config.quotaDefaults, ...provision }),
+    create: async (tx, actor, body) => {
+      await billing.checkAgent(tx, actor.tenantId, body.max_concurrency); // the plan's max_concurrency entitlement
+      return provisionAgent(tx, actor, actor.tenantId, body, { quotaDefaults: deps.config.quotaDefaults, ...provision });
+    },
   });
 
   app.get(
@@ -73,7 +77,14 @@ export function agentRoutes(app: App, deps: AppDeps, provision: Partial<Provisio
     },
     async (req) => {
       const actor = requireRole(req, MANAGERS, 'change agents');
-      const agent = await withTransaction(deps.db, (tx) => updateAgent(tx, actor, actor.tenantId, req.params.id, req.body), { name: 'update agent' });
+      const agent = await withTransaction(
+        deps.db,
+        async (tx) => {
+          await billing.checkAgent(tx, actor.tenantId, req.body.max_concurrency); // the plan's max_concurrency entitlement
+          return updateAgent(tx, actor, actor.tenantId, req.params.id, req.body);
+        },
+        { name: 'update agent' },
+      );
       return { agent };
     },
   );

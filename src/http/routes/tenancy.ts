@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { READERS } from '../../auth/index.js';
+import { withTransaction } from '../../db/index.js';
 import { notFound } from '../../errors/index.js';
 import {
   createTenant,
@@ -8,6 +9,8 @@ import {
   CreateUserBody,
   createWorkspace,
   CreateWorkspaceBody,
+  UpdateWorkspaceBody,
+  updateWorkspace,
   findTenant,
   getUser,
   listTenants,
@@ -80,8 +83,26 @@ export function tenancyRoutes(app: App, deps: AppDeps): void {
     roles: ['admin'],
     doing: 'create workspaces',
     name: 'create workspace',
-    create: async (tx, actor, body) => ({ workspace: await createWorkspace(tx, actor, actor.tenantId, body.name) }),
+    create: async (tx, actor, body) => ({ workspace: await createWorkspace(tx, actor, actor.tenantId, body) }),
   });
+
+  app.patch(
+    '/api/workspaces/:id',
+    {
+      schema: {
+        tags: ['workspaces'],
+        security,
+        summary: "Change a workspace's billing subject, USER or ORG (admin); tasks already submitted keep theirs",
+        params: z.object({ id: z.uuid('workspace ids are UUIDs') }).strict(),
+        body: UpdateWorkspaceBody,
+        response: { 200: WorkspaceEnvelope, ...errorResponses },
+      },
+    },
+    async (req) => {
+      const actor = requireRole(req, ['admin'], 'change workspaces');
+      return { workspace: await withTransaction(deps.db, (tx) => updateWorkspace(tx, actor, actor.tenantId, req.params.id, req.body), { name: 'update workspace' }) };
+    },
+  );
 
 
   app.get(
