@@ -128,6 +128,7 @@ export class SandboxExecutor implements Executor {
             FABRIC_TOKEN: token,
             FABRIC_TASK_ID: task.id,
             FABRIC_SESSION_ID: sessionId,
+            FABRIC_AGENT_ID: task.agent_id,
             OPENAI_BASE_URL: `${o.apiUrl.replace(/\/$/, '')}/v1`,
             OPENAI_API_KEY: token,
           },
