@@ -83,7 +83,7 @@ describe(`sandboxed execution (${ENGINE})`, { skip }, () => {
       const result = done.result as { payload: unknown; uid: number; env: string[]; token: number };
       assert.deepEqual(result.payload, { n: 7 });
       assert.ok(result.uid >= 300_000, `runs as its own unprivileged uid, got ${result.uid}`);
-      for (const k of ['FABRIC_API_URL', 'FABRIC_TOKEN', 'FABRIC_TASK_ID', 'OPENAI_BASE_URL', 'OPENAI_API_KEY']) assert.ok(result.env.includes(k), k);
+      for (const k of ['FABRIC_API_URL', 'FABRIC_TOKEN', 'FABRIC_TASK_ID', 'FABRIC_AGENT_ID', 'FABRIC_SESSION_ID', 'OPENAI_BASE_URL', 'OPENAI_API_KEY']) assert.ok(result.env.includes(k), k);
       assert.ok(!result.env.includes('DATABASE_URL') && !result.env.includes('FABRIC_JWT_SECRET'), 'a clean environment');
       assert.equal(result.token, 3);
       const [s] = await sessions(id);
