@@ -59,7 +59,7 @@ async function measure(engine: string): Promise<void> {
     const config = loadConfig({ FABRIC_JWT_SECRET: SECRET });
     const verifyToken = createTokenVerifier(TOKENS);
     const plain: App = await buildApp({ db, config, verifyToken, scheduler: new AgentScheduler(db) });
-    const checked: App = await buildApp({ db, config, verifyToken, scheduler: new AgentScheduler(db, { onSubmit: [budgetSubmitHook(db)] }) });
+    const checked: App = await buildApp({ db, config, verifyToken, scheduler: new AgentScheduler(db, { onSubmit: [budgetSubmitHook()] }) });
     const auth = { authorization: `Bearer ${await mintToken(TOKENS, { sub: 'bench', role: 'admin', tenant: 'default', ttl: '1h' })}` };
     const agents: string[] = [];
     for (let i = 0; i < 10; i++) {

@@ -12,6 +12,7 @@ import { provisionAgent, startWorker, submit, terminal, waitForTask } from './su
 
 /** The parts of a session record (GET /api/agents/:id/sessions) the tests read. */
 interface Session {
+  id: string;
   status: string;
   artifacts: { name: string; size: number; file_id?: string; error?: { code: string; message: string } }[];
   wipe: { verified: boolean; files: number };
@@ -97,6 +98,11 @@ describe(`sandboxed execution (${ENGINE})`, { skip }, () => {
       assert.equal(s!.wipe.verified, true);
       assert.ok(s!.wipe.files >= 2, 'the wipe counted the result and the artifact');
       assert.ok(s!.usage.wallSeconds > 0 && s!.usage.peakMemoryBytes > 0);
+      // the attempt's compute is metered as the session's wall time, with the task's outcome
+      const metered = await t.db.query<{ quantity: string; session_id: string }>(`SELECT quantity::text, session_id::text FROM agent_quota_usage WHERE task_id = $1 AND dimension = 'compute'`, [task.id]);
+      assert.equal(metered.rows.length, 1);
+      assert.equal(metered.rows[0]!.session_id, s!.id);
+      assert.equal(Number(metered.rows[0]!.quantity), Math.round(s!.usage.wallSeconds * 1000));
     });
   }
 

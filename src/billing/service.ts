@@ -1,8 +1,9 @@
 import { systemClock, type Clock } from '../clock/index.js';
-import type { Db, Queryable } from '../db/index.js';
+import type { Principal } from '../auth/index.js';
+import { TenantFlagCache, type Db, type Queryable, type Tx } from '../db/index.js';
 import { logger } from '../telemetry/index.js';
 import type { Notifier } from '../notify/index.js';
-import type { SubmitHook } from '../queue/index.js';
+import type { SubmitHook, Task } from '../queue/index.js';
 import { checkAgentConcurrency, checkSubmit } from './entitlements.js';
 import { exportUsage, type ExportQuery } from './export.js';
 import { deliverOverageNotices, detectOverage } from './overage.js';
@@ -29,14 +30,28 @@ export class BillingService {
     this.defaultPlan = options.defaultPlan;
   }
 
+  /** Which tenants have a subscription (a tenant without one, and no default plan, is unrestricted). */
+  private readonly subscribed = new TenantFlagCache('SELECT EXISTS (SELECT 1 FROM subscriptions WHERE tenant_id = $1) AS has');
+
   /**
    * The queue's onSubmit hook: refuses the whole submit with 403 subscription_inactive or
    * 403 ENTITLEMENT_INSUFFICIENT. (The billing subject is set by the database as the task
-   * rows are written — migration 0011 — so it is there whoever inserts a task.)
+   * rows are written — migration 0011 — so it is there whoever inserts a task.) It applies only
+   * when there is something to check — a default plan, or a tenant with a subscription (a new
+   * subscription made by another process is seen within 5 s) — so other submits keep their
+   * one-statement path.
    */
-  readonly submitHook: SubmitHook = async (tx, actor, tasks) => {
-    await checkSubmit(tx, actor.tenantId, tasks.map((t) => t.agent_id), this.clock.now(), this.defaultPlan);
-  };
+  readonly submitHook: SubmitHook = Object.assign(
+    async (tx: Tx, actor: Principal, tasks: readonly Task[]) => {
+      await checkSubmit(tx, actor.tenantId, tasks.map((t) => t.agent_id), this.clock.now(), this.defaultPlan);
+    },
+    { applies: (q: Queryable, actor: Principal) => this.defaultPlan !== undefined || this.subscribed.has(q, actor.tenantId) },
+  );
+
+  /** A subscription was created here: its checks apply from the next submit on. */
+  subscriptionCreated(tenantId: string): void {
+    this.subscribed.forget(tenantId);
+  }
 
   /** Provisioning or changing an agent: its max_concurrency within the plan's cap. */
   checkAgent(q: Queryable, tenantId: string, maxConcurrency: number | undefined): Promise<void> {

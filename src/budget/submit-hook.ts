@@ -1,6 +1,6 @@
 import type { Principal } from '../auth/index.js';
 import { systemClock, type Clock } from '../clock/index.js';
-import type { Queryable } from '../db/index.js';
+import { TenantFlagCache, type Queryable } from '../db/index.js';
 import type { SubmitHook } from '../queue/index.js';
 import { reserve } from './reserve.js';
 
@@ -12,27 +12,10 @@ export interface BudgetHookOptions {
   budgetsCacheMs?: number;
 }
 
-/** Per process: does a tenant have budgets? Refreshed every `ttlMs`, forgotten at once on a local change. */
-export class TenantBudgetsCache {
-  private readonly seen = new Map<string, { has: boolean; until: number }>();
-  constructor(private readonly ttlMs = 5000) {}
-
-  async has(q: Queryable, tenantId: string): Promise<boolean> {
-    const hit = this.seen.get(tenantId);
-    if (hit && hit.until > Date.now()) return hit.has;
-    const r = await q.query<{ has: boolean }>('SELECT EXISTS (SELECT 1 FROM budgets WHERE tenant_id = $1) AS has', [tenantId]);
-    if (this.seen.size > 10_000) this.seen.clear();
-    this.seen.set(tenantId, { has: r.rows[0]!.has, until: Date.now() + this.ttlMs });
-    return r.rows[0]!.has;
-  }
-
-  forget(tenantId: string): void {
-    this.seen.delete(tenantId);
-  }
-}
+const BUDGETS_EXIST = 'SELECT EXISTS (SELECT 1 FROM budgets WHERE tenant_id = $1) AS has';
 
 /** One cache per process, shared by the hook and the budget routes (which forget on change). */
-export const tenantBudgets = new TenantBudgetsCache();
+export const tenantBudgets = new TenantFlagCache(BUDGETS_EXIST);
 
 /**
  * The pre-execution check (FR-15) as an onSubmit hook: in the submit transaction, every task
@@ -43,10 +26,10 @@ export const tenantBudgets = new TenantBudgetsCache();
  * through the budget_alerts outbox). Submits it does not apply to keep their one-statement,
  * transaction-free path.
  */
-export function budgetSubmitHook(db: Queryable, options: BudgetHookOptions = {}): SubmitHook {
+export function budgetSubmitHook(options: BudgetHookOptions = {}): SubmitHook {
   const clock = options.clock ?? systemClock;
   const ttlMs = (options.reservationTtlSeconds ?? 86_400) * 1000;
-  const cache = options.budgetsCacheMs === undefined ? tenantBudgets : new TenantBudgetsCache(options.budgetsCacheMs);
+  const cache = options.budgetsCacheMs === undefined ? tenantBudgets : new TenantFlagCache(BUDGETS_EXIST, options.budgetsCacheMs);
   // inside the submit transaction the check must use it (PGlite has one connection)
   const needed = async (q: Queryable, actor: Principal, inputs: readonly { estimated_tokens?: number | null }[]) =>
     inputs.some((t) => t.estimated_tokens !== undefined && t.estimated_tokens !== null) || (await cache.has(q, actor.tenantId));
@@ -61,6 +44,6 @@ export function budgetSubmitHook(db: Queryable, options: BudgetHookOptions = {})
       new Date(clock.now().getTime() + ttlMs),
     );
   };
-  hook.applies = (actor, inputs) => needed(db, actor, inputs);
+  hook.applies = (q, actor, inputs) => needed(q, actor, inputs);
   return hook;
 }

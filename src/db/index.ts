@@ -10,6 +10,7 @@ export { openPglite, type PgliteOptions } from './pglite.js';
 export { openPostgres, type PostgresOptions } from './postgres.js';
 export { DataDirLockedError } from './lockfile.js';
 export { encodeCursor, decodeCursor, type PageCursor } from './cursor.js';
+export { TenantFlagCache } from './tenant-flag-cache.js';
 export { PG_CODES, pgCode, isUnavailableError } from './errors.js';
 
 /** The configuration fields that choose and tune the engine. */

@@ -1,4 +1,4 @@
-import type { Tx } from '../db/index.js';
+import type { Queryable, Tx } from '../db/index.js';
 import type { Principal } from '../auth/index.js';
 import type { SubmitTaskBody, Task } from './schemas.js';
 import { DEFAULT_TIMEOUT_POLICY, type TimeoutPolicy } from './timeouts.js';
@@ -33,7 +33,7 @@ export interface QueueOptions {
  * transaction-free path (a hook without `applies` always applies).
  */
 export type SubmitHook = ((tx: Tx, actor: Principal, tasks: readonly Task[]) => Promise<void>) & {
-  applies?: (actor: Principal, inputs: readonly SubmitTaskBody[]) => boolean | Promise<boolean>;
+  applies?: (q: Queryable, actor: Principal, inputs: readonly SubmitTaskBody[]) => boolean | Promise<boolean>;
 };
 
 export const DEFAULT_QUEUE_OPTIONS: QueueOptions = {

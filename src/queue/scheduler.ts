@@ -35,7 +35,7 @@ export class AgentScheduler {
   }
 
   private async hooksApply(actor: Principal, tasks: readonly SubmitTaskBody[]): Promise<boolean> {
-    for (const hook of this.options.onSubmit ?? []) if (!hook.applies || (await hook.applies(actor, tasks))) return true;
+    for (const hook of this.options.onSubmit ?? []) if (!hook.applies || (await hook.applies(this.db, actor, tasks))) return true;
     return false;
   }
 

@@ -155,6 +155,8 @@ export class SandboxExecutor implements Executor {
     } finally {
       if (denied) await auditDenials(o.db, task, sessionId, denials, denied).catch((err: unknown) => logger().error({ err, session_id: sessionId }, 'auditing egress denials failed'));
     }
+    // the session's wall time is what the attempt's compute is charged (warm or cold)
+    ctx.reportUsage({ compute_ms: Math.round(out.usage.wallSeconds * 1000), session_id: sessionId });
     const status = statusOf(out);
     const error = failureOf(out, iso.memory_mb, o.host.heartbeat?.timeoutMs ?? DEFAULT_HEARTBEAT_TIMEOUT_MS);
     await recordSessionEnd(o.db, sessionId, { status, exitCode: out.exitCode, signal: out.signal, error, usage: { ...out.usage, warm: out.warm }, artifacts: out.artifacts, wipe: out.wipe });

@@ -99,7 +99,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
     billing = new BillingService({ notifier, defaultPlan: config.billing.defaultPlan });
     if (mode !== 'worker') {
       tokens = resolveTokenOptions(config, mode);
-      const scheduler = new AgentScheduler(db, { leaseSeconds: config.taskLeaseSeconds, timeouts: config.timeouts, onSubmit: [billing.submitHook, budgetSubmitHook(db, { reservationTtlSeconds: config.budgets.reservationTtlSeconds })] });
+      const scheduler = new AgentScheduler(db, { leaseSeconds: config.taskLeaseSeconds, timeouts: config.timeouts, onSubmit: [billing.submitHook, budgetSubmitHook({ reservationTtlSeconds: config.budgets.reservationTtlSeconds })] });
       app = await buildApp({ db, config, verifyToken: createTokenVerifier(tokens.options), scheduler }, { billing });
       await app.listen({ port: config.port, host: config.host });
     }

@@ -2,15 +2,12 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { budgetSubmitHook } from '../../src/budget/index.js';
 import { ManualClock } from '../../src/clock/index.js';
-import type { Queryable } from '../../src/db/index.js';
 import { startTestApp, type TestApp } from './app.js';
 
 /** A test app whose scheduler runs the budget hook, on a clock the test sets. */
 export async function startBudgetApp(clock = new ManualClock(new Date())): Promise<TestApp & { clock: ManualClock }> {
-  const ref: { t?: TestApp } = {};
-  const db: Queryable = { query: (text, params) => ref.t!.db.query(text, params), exec: (s) => ref.t!.db.exec(s) };
-  ref.t = await startTestApp({ clock, queue: { onSubmit: [budgetSubmitHook(db, { clock, budgetsCacheMs: 0 })] } });
-  return Object.assign(ref.t, { clock });
+  const t = await startTestApp({ clock, queue: { onSubmit: [budgetSubmitHook({ clock, budgetsCacheMs: 0 })] } });
+  return Object.assign(t, { clock });
 }
 
 /** Sets an agent's quota columns directly (the state a test starts from). */

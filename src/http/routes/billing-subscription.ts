@@ -63,7 +63,11 @@ export function billingSubscriptionRoutes(app: App, deps: AppDeps, billing: Bill
     roles: TENANT_ADMIN,
     doing: 'subscribe the tenant',
     name: 'subscribe',
-    create: async (tx, actor, body) => ({ subscription: await subscribe(tx, actor, body.plan_id, billing.clock.now()) }),
+    create: async (tx, actor, body) => {
+      const subscription = await subscribe(tx, actor, body.plan_id, billing.clock.now());
+      billing.subscriptionCreated(actor.tenantId);
+      return { subscription };
+    },
   });
 
   app.patch(
