@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
@@ -86,6 +87,46 @@ export interface EmbeddingsConfig {
   searchCacheMb: number;
 }
 
+/** One OpenAI-compatible provider the model gateway forwards to (README "Model gateway"). */
+export interface GatewayUpstream {
+  /** Short name, shown in /v1/models (`owned_by`) and events. */
+  name: string;
+  /** Its API root, ending in /v1 (…/chat/completions is appended). */
+  baseUrl: string;
+  /** Its bearer key: never sent to sandboxes, logged or answered. */
+  apiKey: string | undefined;
+  /** Models it serves, with prices in integer micro-USD per 1M input / output tokens. */
+  models: Record<string, { inputMicrosPer1M: number; outputMicrosPer1M: number }>;
+  /** The built-in fake (src/gateway/fake-upstream.ts): labelled as fake wherever it answers. */
+  fake?: boolean;
+}
+
+/** The model gateway under /v1 (README "Model gateway"). */
+export interface GatewayConfig {
+  /** Providers. `FABRIC_GATEWAY_UPSTREAMS`: JSON (an array) or the path of a JSON file. */
+  upstreams: GatewayUpstream[];
+  /** Start the built-in fake upstream: on | off | auto (dev with no upstream configured). `FABRIC_GATEWAY_FAKE`, default auto. */
+  fake: 'on' | 'off' | 'auto';
+  /** Longest one call may take, retries included (and never past the session token's expiry). `FABRIC_GATEWAY_TIMEOUT_MS`, default 120000. */
+  timeoutMs: number;
+  /** Longest one try may wait for the provider's response headers before it counts as a timeout (and is retried). `FABRIC_GATEWAY_ATTEMPT_TIMEOUT_MS`, default 60000. */
+  attemptTimeoutMs: number;
+  /** Retries after a provider's 429, 5xx, timeout or network error. `FABRIC_GATEWAY_MAX_RETRIES`, default 2. */
+  maxRetries: number;
+  /** First retry delay; doubles per retry, with jitter (a provider's retry-after wins). `FABRIC_GATEWAY_RETRY_BASE_MS`, default 250. */
+  retryBaseMs: number;
+  /** Output tokens reserved (and asked for upstream) when a request names no max_tokens. `FABRIC_GATEWAY_DEFAULT_MAX_TOKENS`, default 4096. */
+  defaultMaxTokens: number;
+  /** Per agent: requests and tokens per minute (0 = unlimited). `FABRIC_GATEWAY_AGENT_RPM` (600), `FABRIC_GATEWAY_AGENT_TPM` (1000000). */
+  agentRpm: number;
+  agentTpm: number;
+  /** Per tenant, the same. `FABRIC_GATEWAY_TENANT_RPM` (6000), `FABRIC_GATEWAY_TENANT_TPM` (10000000). */
+  tenantRpm: number;
+  tenantTpm: number;
+  /** How often in-flight calls check whether their task was cancelled or stopped. `FABRIC_GATEWAY_CANCEL_POLL_MS`, default 1000. */
+  cancelPollMs: number;
+}
+
 /** Everything the service reads from its environment, validated once at start. */
 export interface FabricConfig {
   /** TCP port of the HTTP API. `PORT`, default 8787. */
@@ -137,6 +178,7 @@ export interface FabricConfig {
   /** Budgets (README "Quotas and budgets"): `FABRIC_BUDGET_SWEEP_SECONDS` (10) between period resets, reservation sweeps and alert deliveries; `FABRIC_BUDGET_RESERVATION_TTL_SECONDS` (86400) before a task's unsettled reservation is released. */
   budgets: { sweepSeconds: number; reservationTtlSeconds: number };
   billing: BillingConfig;
+  gateway: GatewayConfig;
   /** Default task timeouts per agent runtime (`FABRIC_TIMEOUT_PROFILES`) and the hard ceiling (`FABRIC_TASK_TIMEOUT_CEILING_SECONDS`). */
   timeouts: { profiles: Record<string, number> & { default: number }; ceilingSeconds: number };
 }
@@ -209,7 +251,58 @@ const EnvSchema = z.object({
   FABRIC_DEFAULT_STORAGE_LIMIT_BYTES: int(0).default(5 * 1024 ** 3),
   FABRIC_DEFAULT_OVERAGE_POLICY: z.enum(['block', 'alert_only', 'allow']).default('block'),
   FABRIC_DEFAULT_ALERT_THRESHOLD_PCT: z.coerce.number().min(0).max(100).default(80),
+  FABRIC_GATEWAY_UPSTREAMS: z.string().min(1).optional(),
+  FABRIC_GATEWAY_FAKE: z.enum(['on', 'off', 'auto', '1', '0', 'true', 'false']).default('auto').transform((v) => (v === '1' || v === 'true' ? 'on' : v === '0' || v === 'false' ? 'off' : v)),
+  FABRIC_GATEWAY_TIMEOUT_MS: int(100).max(3_600_000).default(120_000),
+  FABRIC_GATEWAY_ATTEMPT_TIMEOUT_MS: int(50).max(3_600_000).default(60_000),
+  FABRIC_GATEWAY_MAX_RETRIES: int(0).max(10).default(2),
+  FABRIC_GATEWAY_RETRY_BASE_MS: int(1).max(60_000).default(250),
+  FABRIC_GATEWAY_DEFAULT_MAX_TOKENS: int(1).max(1_000_000).default(4096),
+  FABRIC_GATEWAY_AGENT_RPM: int(0).default(600),
+  FABRIC_GATEWAY_AGENT_TPM: int(0).default(1_000_000),
+  FABRIC_GATEWAY_TENANT_RPM: int(0).default(6000),
+  FABRIC_GATEWAY_TENANT_TPM: int(0).default(10_000_000),
+  FABRIC_GATEWAY_CANCEL_POLL_MS: int(50).max(60_000).default(1000),
 });
+
+/** `FABRIC_GATEWAY_UPSTREAMS`: [{name, base_url, api_key | api_key_env, models: {id: {input_micros_per_1m, output_micros_per_1m}}}], inline or in a file. */
+const UpstreamsJson = z.array(
+  z
+    .object({
+      name: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/, 'a lower-case name such as openai'),
+      base_url: z.url(),
+      api_key: z.string().min(1).optional(),
+      api_key_env: z.string().regex(/^[A-Z_][A-Z0-9_]*$/, 'an environment variable name').optional(),
+      models: z.record(
+        z.string().min(1).max(200),
+        z.object({ input_micros_per_1m: z.number().int().min(0).default(0), output_micros_per_1m: z.number().int().min(0).default(0) }).strict(),
+      ),
+    })
+    .strict(),
+);
+
+function parseUpstreams(raw: string | undefined, env: NodeJS.ProcessEnv): GatewayUpstream[] {
+  if (!raw) return [];
+  const where = raw.trimStart().startsWith('[') ? 'FABRIC_GATEWAY_UPSTREAMS' : `FABRIC_GATEWAY_UPSTREAMS (file ${raw})`;
+  let json: unknown;
+  try {
+    json = JSON.parse(where === 'FABRIC_GATEWAY_UPSTREAMS' ? raw : fs.readFileSync(raw, 'utf8'));
+  } catch (err) {
+    throw new ConfigError(`invalid configuration:\n  ${where}: not readable JSON (${(err as Error).message})`);
+  }
+  const parsed = UpstreamsJson.safeParse(json);
+  if (!parsed.success) throw new ConfigError(`invalid configuration:\n${parsed.error.issues.map((i) => `  ${where}.${i.path.join('.')}: ${i.message}`).join('\n')}`);
+  return parsed.data.map((u) => {
+    const apiKey = u.api_key ?? (u.api_key_env ? env[u.api_key_env] : undefined);
+    if (u.api_key_env && !apiKey) throw new ConfigError(`invalid configuration:\n  ${where}: upstream ${u.name} reads its key from ${u.api_key_env}, which is not set`);
+    return {
+      name: u.name,
+      baseUrl: u.base_url.replace(/\/+$/, ''),
+      apiKey,
+      models: Object.fromEntries(Object.entries(u.models).map(([id, p]) => [id, { inputMicrosPer1M: p.input_micros_per_1m, outputMicrosPer1M: p.output_micros_per_1m }])),
+    };
+  });
+}
 
 /** `runtime=seconds,…` with a `default` entry, e.g. `default=600,java=1800`. */
 function parseProfiles(value: string, ctx: z.RefinementCtx): Record<string, number> & { default: number } {
@@ -273,6 +366,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     budgets: { sweepSeconds: e.FABRIC_BUDGET_SWEEP_SECONDS, reservationTtlSeconds: e.FABRIC_BUDGET_RESERVATION_TTL_SECONDS },
     billing: { defaultPlan: e.FABRIC_BILLING_DEFAULT_PLAN, overageCheckSeconds: e.FABRIC_BILLING_OVERAGE_CHECK_SECONDS },
     timeouts: { profiles: e.FABRIC_TIMEOUT_PROFILES, ceilingSeconds: e.FABRIC_TASK_TIMEOUT_CEILING_SECONDS },
+    gateway: {
+      upstreams: parseUpstreams(e.FABRIC_GATEWAY_UPSTREAMS, env),
+      fake: e.FABRIC_GATEWAY_FAKE as GatewayConfig['fake'],
+      timeoutMs: e.FABRIC_GATEWAY_TIMEOUT_MS,
+      attemptTimeoutMs: e.FABRIC_GATEWAY_ATTEMPT_TIMEOUT_MS,
+      maxRetries: e.FABRIC_GATEWAY_MAX_RETRIES,
+      retryBaseMs: e.FABRIC_GATEWAY_RETRY_BASE_MS,
+      defaultMaxTokens: e.FABRIC_GATEWAY_DEFAULT_MAX_TOKENS,
+      agentRpm: e.FABRIC_GATEWAY_AGENT_RPM,
+      agentTpm: e.FABRIC_GATEWAY_AGENT_TPM,
+      tenantRpm: e.FABRIC_GATEWAY_TENANT_RPM,
+      tenantTpm: e.FABRIC_GATEWAY_TENANT_TPM,
+      cancelPollMs: e.FABRIC_GATEWAY_CANCEL_POLL_MS,
+    },
     files: {
       maxBytes: e.FABRIC_FILES_MAX_BYTES,
       storage: e.FABRIC_STORAGE,

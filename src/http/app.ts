@@ -5,6 +5,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply, type
 import { BillingService } from '../billing/index.js';
 import type { Clock } from '../clock/index.js';
 import { FabricError } from '../errors/index.js';
+import { Gateway } from '../gateway/index.js';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { EventHubOptions } from '../events/index.js';
 import type { ProvisionOptions } from '../tenancy/index.js';
@@ -19,6 +20,7 @@ import { billingPlanRoutes } from './routes/billing-plans.js';
 import { billingSubscriptionRoutes } from './routes/billing-subscription.js';
 import { eventRoutes } from './routes/events.js';
 import { fileRoutes } from './routes/files.js';
+import { gatewayRoutes } from './routes/gateway.js';
 import { systemRoutes } from './routes/system.js';
 import { memoryRoutes } from './routes/memory.js';
 import { sessionRoutes } from './routes/sessions.js';
@@ -39,6 +41,8 @@ export interface AppOptions {
   semanticMemory?: SemanticMemoryService;
   /** Plans, subscriptions and usage with a set clock or a notifier (the server, tests); default: system clock, config.billing. Its submitHook belongs in the scheduler's onSubmit. */
   billing?: BillingService;
+  /** The model gateway under /v1 (tests pass one with their own policy); default: from config.gateway. */
+  gateway?: Gateway;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -126,6 +130,9 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   semanticMemoryRoutes(app, deps, options.semanticMemory);
   fileRoutes(app, deps);
   memoryRoutes(app, deps);
+  const gateway = options.gateway ?? new Gateway({ db: deps.db, config: deps.config.gateway, verifyToken: deps.verifyToken });
+  app.addHook('onClose', async () => gateway.close());
+  await gatewayRoutes(app, gateway);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
 }

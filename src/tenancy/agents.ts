@@ -11,7 +11,7 @@ export interface AgentRow {
   owner_user_id: string | null;
   name: string;
   description: string | null;
-  config: Pick<Agent, 'model' | 'tools' | 'isolation' | 'budget' | 'policies'>;
+  config: Pick<Agent, 'model' | 'models' | 'tools' | 'isolation' | 'budget' | 'policies'>;
   entrypoint: Record<string, unknown> | null;
   max_queue_depth: number;
   max_concurrency: number;
@@ -31,6 +31,7 @@ export function toAgent(row: AgentRow): Agent {
     name: row.name,
     description: row.description,
     model: row.config.model,
+    ...(row.config.models ? { models: row.config.models } : {}),
     tools: row.config.tools,
     isolation: row.config.isolation,
     budget: row.config.budget,
@@ -86,6 +87,7 @@ export async function updateAgent(tx: Tx, actor: AuditActor, tenantId: string, i
   const before = await getAgent(tx, tenantId, id, { forUpdate: true });
   const config = {
     model: patch.model ?? before.model,
+    ...((patch.models ?? before.models) ? { models: patch.models ?? before.models } : {}),
     tools: patch.tools ?? before.tools,
     isolation: { ...before.isolation, ...patch.isolation },
     budget: { ...before.budget, ...patch.budget },

@@ -30,7 +30,7 @@ export async function provisionAgent(
   const step = options.afterStep ?? (async () => {});
   const workspace = await resolveWorkspace(tx, tenantId, body.workspace_id);
   if (body.owner_user_id) await getUser(tx, tenantId, body.owner_user_id);
-  const config = { model: body.model, tools: body.tools, isolation: body.isolation, budget: body.budget, policies: body.policies };
+  const config = { model: body.model, ...(body.models ? { models: body.models } : {}), tools: body.tools, isolation: body.isolation, budget: body.budget, policies: body.policies };
 
   let row: AgentRow;
   try {
