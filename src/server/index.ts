@@ -4,6 +4,7 @@ import { backfillAgentQuotas, budgetSubmitHook, startBudgetRuntime, type BudgetR
 import { ConfigError, type FabricConfig } from '../config/index.js';
 import { migrate, openDb, type Db } from '../db/index.js';
 import { createAgentFiles, type AgentFiles } from '../files/index.js';
+import { fakeUpstreamConfig, startFakeUpstream, type FakeUpstream } from '../gateway/index.js';
 import { buildApp, sweepIdempotencyKeys, type App } from '../http/index.js';
 import { sweepExpiredMemory } from '../memory/index.js';
 import { createNotifier } from '../notify/index.js';
@@ -41,6 +42,19 @@ const DEV_ADMIN_TOKEN_TTL = '24h';
 
 /** How often expired idempotency records are deleted. */
 const SWEEP_INTERVAL_MS = 10 * 60 * 1000;
+
+/**
+ * The built-in fake model provider, when FABRIC_GATEWAY_FAKE is on — or auto (the default) in
+ * dev with no upstream configured, so the example agent has a model to call. Labelled fake in
+ * /v1/models and in every answer.
+ */
+async function withFakeUpstream(config: FabricConfig, mode: FabricMode): Promise<{ config: FabricConfig; fake: FakeUpstream | undefined }> {
+  const g = config.gateway;
+  if (g.fake === 'off' || (g.fake === 'auto' && (mode !== 'dev' || g.upstreams.length > 0))) return { config, fake: undefined };
+  const fake = await startFakeUpstream();
+  logger().warn({ url: fake.url }, 'model gateway: the built-in FAKE upstream answers /v1 (no real model); set FABRIC_GATEWAY_UPSTREAMS for a provider');
+  return { config: { ...config, gateway: { ...g, upstreams: [...g.upstreams, fakeUpstreamConfig(fake.url)] } }, fake };
+}
 
 /** Resolves the signing/verification keys: configured secret and/or JWKS, else (dev only) a secret kept in the data dir. */
 export function resolveTokenOptions(config: FabricConfig, mode: FabricMode): { options: TokenOptions; created: boolean; devSecret: boolean } {
@@ -86,6 +100,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
   let artifactFiles: AgentFiles | undefined;
   let billing: BillingService | undefined;
   let budgets: BudgetRuntime | undefined;
+  let fakeUpstream: FakeUpstream | undefined;
   try {
     await migrate(db);
     await ensureDefaultTenant(db);
@@ -100,7 +115,9 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
     if (mode !== 'worker') {
       tokens = resolveTokenOptions(config, mode);
       const scheduler = new AgentScheduler(db, { leaseSeconds: config.taskLeaseSeconds, timeouts: config.timeouts, onSubmit: [billing.submitHook, budgetSubmitHook({ reservationTtlSeconds: config.budgets.reservationTtlSeconds })] });
-      app = await buildApp({ db, config, verifyToken: createTokenVerifier(tokens.options), scheduler }, { billing });
+      const gateway = await withFakeUpstream(config, mode);
+      fakeUpstream = gateway.fake;
+      app = await buildApp({ db, config: gateway.config, verifyToken: createTokenVerifier(tokens.options), scheduler }, { billing });
       await app.listen({ port: config.port, host: config.host });
     }
     budgets = await startBudgetRuntime({ db, notifier, sweepSeconds: config.budgets.sweepSeconds });
@@ -129,6 +146,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
     await sandboxes?.close();
     await artifactFiles?.close();
     await app?.close().catch(() => {});
+    await fakeUpstream?.close();
     await db.close();
     throw err;
   }
@@ -172,6 +190,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
       await budgets?.stop();
       await sandboxes?.close();
       await artifactFiles?.close();
+      await fakeUpstream?.close();
       await db.close();
     },
   };
