@@ -7,6 +7,7 @@ import type { Task } from '../src/queue/index.js';
 import type { ExecutionContext } from '../src/worker/index.js';
 import type { TestApp } from './support/app.js';
 import { setQuota, startBudgetApp } from './support/budget.js';
+import { seededRandom } from './support/random.js';
 import { ENGINE } from './support/engine.js';
 import { provisionAgent, scriptedExecutor, startWorker, submit, terminal, waitForTask } from './support/queue.js';
 
@@ -167,8 +168,7 @@ describe(`budgets: usage, reservations, INSUFFICIENT_FUNDS (${ENGINE})`, () => {
   it('reconciliation: after a randomized workload the usage and ledger rows equal the counters to the micro-unit', async () => {
     const agents = [];
     for (let i = 0; i < 3; i++) agents.push(await provisionAgent(t, { quota: { monthly_token_limit: 50_000, overage_policy: i === 2 ? 'alert_only' : 'block' }, max_queue_depth: 500, max_concurrency: 4 }));
-    let seed = 42;
-    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+    const rand = seededRandom(42);
     const ids: string[] = [];
     for (let i = 0; i < 60; i++) {
       const agent = agents[rand(3)]!;

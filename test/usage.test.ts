@@ -5,6 +5,7 @@ import type { ManualClock } from '../src/clock/index.js';
 import type { BillingService } from '../src/billing/index.js';
 import { countRows, type TestApp } from './support/app.js';
 import { meter, newTenant, startBillingApp } from './support/billing.js';
+import { seededRandom } from './support/random.js';
 import { ENGINE } from './support/engine.js';
 import type { recordingNotifier } from './support/queue.js';
 
@@ -307,8 +308,7 @@ describe(`usage report, overage and export (${ENGINE})`, () => {
     const tn = await newTenant(t, 'recon');
     await tn.call('admin', 'POST', '/api/subscription', { plan_id: 'odd' });
     const agents = [await tn.agent(), await tn.agent(), await tn.agent()];
-    let seed = 20260320;
-    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+    const rand = seededRandom(20260320);
     const dims = ['tokens', 'compute', 'artifacts', 'storage'] as const;
     const rows = Array.from({ length: 400 }, () => {
       const dimension = dims[rand(4)]!;
