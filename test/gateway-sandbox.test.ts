@@ -9,7 +9,7 @@ import { InProcessExecutor, type Worker } from '../src/worker/index.js';
 import { tokenOptions } from './support/app.js';
 import { setQuota } from './support/budget.js';
 import { ENGINE } from './support/engine.js';
-import { gatewayAgent, PROVIDER_KEY, startGatewayApp, type GatewayApp } from './support/gateway.js';
+import { gatewayAgent, metered, PROVIDER_KEY, startGatewayApp, type GatewayApp } from './support/gateway.js';
 import { startWorker, submit, terminal, waitForTask } from './support/queue.js';
 
 const host = detectSandboxHost();
@@ -67,6 +67,7 @@ describe(`model gateway from a container sandbox (${ENGINE})`, { skip }, () => {
     assert.match(result.summary, /^\[fake\] Followed up with the FBX lead/);
     assert.equal(t.fake.requests.length - before, 1);
     assert.equal(t.fake.requests.at(-1)!.authorization, `Bearer ${PROVIDER_KEY}`);
+    await metered(t, task.id, 1);
     const rows = await t.db.query<{ tokens: string; session_id: string }>(
       `SELECT (input_tokens + output_tokens)::text AS tokens, session_id::text FROM agent_quota_usage WHERE task_id = $1 AND dimension = 'tokens'`,
       [task.id],

@@ -4,7 +4,7 @@ import OpenAI from 'openai';
 import type { TestApp } from './support/app.js';
 import { setQuota } from './support/budget.js';
 import { ENGINE } from './support/engine.js';
-import { gatewayAgent, PROVIDER_KEY, runningSession, startGatewayApp, type GatewayApp } from './support/gateway.js';
+import { gatewayAgent, metered, PROVIDER_KEY, runningSession, startGatewayApp, type GatewayApp } from './support/gateway.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -55,6 +55,7 @@ describe(`model gateway (${ENGINE})`, () => {
     assert.equal(sent.length, 1);
     assert.equal(sent[0]!.authorization, `Bearer ${PROVIDER_KEY}`, 'the provider gets its key, not the session token');
     const u = completion.usage!;
+    await metered(t, s.taskId, 1);
     const rows = (await usageRows(s.taskId)).rows;
     assert.equal(rows.length, 1);
     assert.deepEqual([rows[0]!.model, Number(rows[0]!.input_tokens), Number(rows[0]!.output_tokens), rows[0]!.session_id], ['gpt-4o-mini', u.prompt_tokens, u.completion_tokens, s.sessionId]);
@@ -87,6 +88,7 @@ describe(`model gateway (${ENGINE})`, () => {
     assert.equal(text, '[fake] one two three four five');
     assert.equal(usageChunks, 0, 'the usage chunk the client did not ask for is not passed on');
     assert.deepEqual(t.fake.requests.at(-1)!.body.stream_options, { include_usage: true });
+    await metered(t, s.taskId, 1);
     const rows = (await usageRows(s.taskId)).rows;
     assert.deepEqual(rows.map((r) => Number(r.output_tokens)), [6]);
     assert.equal((await quota(agent)).monthly_tokens_used, Number(rows[0]!.input_tokens) + 6);
@@ -105,6 +107,7 @@ describe(`model gateway (${ENGINE})`, () => {
     assert.ok(models.data.every((m) => m.owned_by.includes('fake')));
     const e = await client(s.token).embeddings.create({ model: 'text-embedding-3-small', input: ['alpha beta', 'gamma'] });
     assert.equal(e.data.length, 2);
+    await metered(t, s.taskId, 1);
     assert.deepEqual((await usageRows(s.taskId)).rows.map((r) => [r.model, Number(r.input_tokens)]), [['text-embedding-3-small', 3]]);
     // a model outside the agent's config
     const refused = await raw(s.token, '/chat/completions', chat('hi', { model: 'gpt-4o' }));
@@ -185,6 +188,7 @@ describe(`model gateway (${ENGINE})`, () => {
       t.fake.options.usage = undefined;
     }
     const ok = results.filter((r) => r.status === 200);
+    await metered(t, s.taskId, ok.length);
     assert.ok(ok.length >= 5 && ok.length <= 9, `${ok.length} admitted: at most 1000 / ~109 worst cases fit`);
     assert.ok(results.every((r) => r.status === 200 || r.json.error.code === 'quota_exceeded'), results.map((r) => r.status).join(','));
     const q = await quota(agent);
@@ -230,11 +234,13 @@ describe(`model gateway (${ENGINE})`, () => {
     let n = t.fake.requests.length;
     t.fake.failures.push(500, 429);
     assert.equal((await raw(s.token, '/chat/completions', chat('retry me'))).status, 200);
+    await metered(t, s.taskId, 1);
     assert.equal(t.fake.requests.length - n, 3);
     n = t.fake.requests.length;
     t.fake.failures.push('timeout');
     const timed = await startGatewayAppTimeout(s.token);
     assert.equal(timed, 200);
+    await metered(t, s.taskId, 2);
     assert.equal(t.fake.requests.length - n, 2);
     n = t.fake.requests.length;
     t.fake.failures.push(500, 500, 500);
@@ -262,6 +268,7 @@ describe(`model gateway (${ENGINE})`, () => {
     } finally {
       t.fake.options.usage = undefined;
     }
+    await metered(t, s.taskId, 1);
     const task = await t.db.query<{ cancel_requested: boolean; stop_error: { code: string } }>('SELECT cancel_requested, stop_error FROM tasks WHERE id = $1', [s.taskId]);
     assert.deepEqual([task.rows[0]!.cancel_requested, task.rows[0]!.stop_error.code], [true, 'INSUFFICIENT_FUNDS']);
     const next = await raw(s.token, '/chat/completions', chat('more'));
@@ -295,6 +302,7 @@ describe(`model gateway (${ENGINE})`, () => {
       body: JSON.stringify(chat('via agent token')),
     });
     assert.equal(res.status, 200);
+    await metered(t, s.taskId, 1);
     assert.equal((await usageRows(s.taskId)).rows[0]!.session_id, null);
   });
 });

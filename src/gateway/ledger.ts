@@ -81,6 +81,8 @@ export async function settleCall(db: Db, caller: Caller, key: string, c: CallRec
   return withTransaction(
     db,
     async (tx) => {
+      // the budget writers' lock order: task row, reservations, quotas, budgets
+      await tx.query('SELECT 1 FROM tasks WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE', [caller.tenantId, caller.taskId]);
       await releaseReservation(tx, caller.tenantId, key);
       const used = c.inputTokens + c.outputTokens > 0 || c.costMicros > 0n;
       const metered = used

@@ -199,17 +199,19 @@ export class Gateway {
     upstreamLatency.observe({ upstream: record.upstream, model: record.model, outcome: record.outcome === 'complete' ? 'ok' : 'error' }, record.durationMs / 1000);
     gatewayCalls.inc({ model: record.model, outcome: record.outcome });
     this.limiter.refund(caller.agentId, caller.tenantId, p.worst.tokens - record.inputTokens - record.outputTokens);
-    // charged before the client hears the end: its next call (and the quota it reads) sees the spend
-    try {
+    if (failure !== undefined) {
+      if (p.stream) res.end();
       await settleCall(this.o.db, caller, key, record);
-    } finally {
-      if (p.stream) {
-        if (answer && 'streamDone' in answer && answer.streamDone) res.write('data: [DONE]\n\n');
-        res.end();
-      }
+      throw this.asGatewayError(failure);
     }
-    if (failure !== undefined) throw this.asGatewayError(failure);
+    // answered first, charged right after (off the caller's latency): until then the call's
+    // worst case stays reserved, so the budget cannot be overspent meanwhile
     if (answer && 'json' in answer) res.json(200, answer.json, { 'x-fabric-call-id': callId });
+    else {
+      if (answer && 'streamDone' in answer && answer.streamDone) res.write('data: [DONE]\n\n');
+      res.end();
+    }
+    await settleCall(this.o.db, caller, key, record).catch((err: unknown) => logger().error({ err, call_id: callId }, 'gateway: metering a call failed; its reservation expires with the sweeper'));
   }
 
   private priced(p: Prepared, record: CallRecord, input: number, output: number, source: CallRecord['usageSource']): void {
@@ -244,8 +246,8 @@ export class Gateway {
    * (include_usage is always asked for; the chunk is dropped unless the client asked too). If
    * the stream stops early — client gone, task stopped, provider failed — what was produced is
    * still metered: the provider's usage if it arrived, else the prompt plus the streamed text
-   * counted with the tokenizer. The final `[DONE]` is held back (returns whether it came) so
-   * that the call is charged before the client sees the end; the caller ends the stream.
+   * counted with the tokenizer. The final `[DONE]` is left to the caller (returns whether it
+   * came), which ends the stream.
    */
   private async relayStream(p: Prepared, response: Response, res: Responder, signal: AbortSignal, record: CallRecord, callId: string): Promise<boolean> {
     res.startStream({ 'x-fabric-call-id': callId });

@@ -69,3 +69,14 @@ export async function runningSession(t: TestApp, agentId: string, extra: Record<
 /** An agent allowed gpt-4o-mini and the embeddings model, with an optional quota. */
 export const gatewayAgent = (t: TestApp, body: Record<string, unknown> = {}) =>
   provisionAgent(t, { model: 'gpt-4o-mini', models: ['text-embedding-3-small'], max_concurrency: 50, max_queue_depth: 1000, ...body });
+
+/** Waits until `n` model calls of the task have been metered (the gateway meters right after it answers). */
+export async function metered(t: TestApp, taskId: string, n: number, timeoutMs = 5000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await t.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM system_events WHERE event_type = 'model.call' AND subject_id = $1`, [taskId]);
+    if (r.rows[0]!.n >= n) return;
+    if (Date.now() > until) throw new Error(`${r.rows[0]!.n} of ${n} model calls of task ${taskId} metered`);
+    await new Promise((res) => setTimeout(res, 20));
+  }
+}
