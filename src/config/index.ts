@@ -177,6 +177,8 @@ export interface FabricConfig {
   memorySweepSeconds: number;
   /** Budgets (README "Quotas and budgets"): `FABRIC_BUDGET_SWEEP_SECONDS` (10) between period resets, reservation sweeps and alert deliveries; `FABRIC_BUDGET_RESERVATION_TTL_SECONDS` (86400) before a task's unsettled reservation is released. */
   budgets: { sweepSeconds: number; reservationTtlSeconds: number };
+  /** Policies (README "Policies and approvals"): `FABRIC_POLICY_CACHE_SECONDS` (5), longest agent attributes — and a tenant's policies, should a change notice be missed — are trusted; `FABRIC_APPROVAL_EXPIRES_SECONDS` (3600), how long an approval request waits by default; `FABRIC_POLICY_LOG_FLUSH_MS` (200), longest a decision waits before its batch is written. */
+  policies: { cacheSeconds: number; approvalExpiresSeconds: number; logFlushMs: number };
   billing: BillingConfig;
   gateway: GatewayConfig;
   /** Default task timeouts per agent runtime (`FABRIC_TIMEOUT_PROFILES`) and the hard ceiling (`FABRIC_TASK_TIMEOUT_CEILING_SECONDS`). */
@@ -209,6 +211,9 @@ const EnvSchema = z.object({
   FABRIC_MEMORY_SWEEP_SECONDS: int(1).max(86_400).default(60),
   FABRIC_BUDGET_SWEEP_SECONDS: int(1).max(3600).default(10),
   FABRIC_BUDGET_RESERVATION_TTL_SECONDS: int(60).max(30 * 86_400).default(86_400),
+  FABRIC_POLICY_CACHE_SECONDS: int(1).max(3600).default(5),
+  FABRIC_APPROVAL_EXPIRES_SECONDS: int(1).max(30 * 86_400).default(3600),
+  FABRIC_POLICY_LOG_FLUSH_MS: int(10).max(60_000).default(200),
   FABRIC_BILLING_DEFAULT_PLAN: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'must be a plan id such as free').optional(),
   FABRIC_BILLING_OVERAGE_CHECK_SECONDS: int(1).max(86_400).default(60),
   FABRIC_TIMEOUT_PROFILES: z
@@ -364,6 +369,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     alertChannel: e.FABRIC_ALERT_CHANNEL,
     memorySweepSeconds: e.FABRIC_MEMORY_SWEEP_SECONDS,
     budgets: { sweepSeconds: e.FABRIC_BUDGET_SWEEP_SECONDS, reservationTtlSeconds: e.FABRIC_BUDGET_RESERVATION_TTL_SECONDS },
+    policies: { cacheSeconds: e.FABRIC_POLICY_CACHE_SECONDS, approvalExpiresSeconds: e.FABRIC_APPROVAL_EXPIRES_SECONDS, logFlushMs: e.FABRIC_POLICY_LOG_FLUSH_MS },
     billing: { defaultPlan: e.FABRIC_BILLING_DEFAULT_PLAN, overageCheckSeconds: e.FABRIC_BILLING_OVERAGE_CHECK_SECONDS },
     timeouts: { profiles: e.FABRIC_TIMEOUT_PROFILES, ceilingSeconds: e.FABRIC_TASK_TIMEOUT_CEILING_SECONDS },
     gateway: {

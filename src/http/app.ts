@@ -6,6 +6,7 @@ import { BillingService } from '../billing/index.js';
 import type { Clock } from '../clock/index.js';
 import { FabricError } from '../errors/index.js';
 import { Gateway } from '../gateway/index.js';
+import { ApprovalWatch, PolicyEngine } from '../policy/index.js';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { EventHubOptions } from '../events/index.js';
 import type { ProvisionOptions } from '../tenancy/index.js';
@@ -14,6 +15,8 @@ import { httpRequestDuration, httpRequestsTotal, logger, runWithContext } from '
 import { registerAuth } from './auth.js';
 import { handleError } from './errors.js';
 import { agentRoutes } from './routes/agents.js';
+import { approvalRoutes } from './routes/approvals.js';
+import { policyRoutes } from './routes/policies.js';
 import { budgetRoutes } from './routes/budgets.js';
 import { quotaRoutes } from './routes/quota.js';
 import { billingPlanRoutes } from './routes/billing-plans.js';
@@ -43,6 +46,8 @@ export interface AppOptions {
   billing?: BillingService;
   /** The model gateway under /v1 (tests pass one with their own policy); default: from config.gateway. */
   gateway?: Gateway;
+  /** The policy engine (the server shares one with the scheduler's submit hook and the workers); default: one of the app's own, closed with it. */
+  policies?: PolicyEngine;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -130,6 +135,12 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   semanticMemoryRoutes(app, deps, options.semanticMemory);
   fileRoutes(app, deps);
   memoryRoutes(app, deps);
+  const policies = options.policies ?? new PolicyEngine({ db: deps.db, cacheSeconds: deps.config.policies.cacheSeconds, approvalExpiresSeconds: deps.config.policies.approvalExpiresSeconds, decisionLog: { flushMs: deps.config.policies.logFlushMs } });
+  if (!options.policies) app.addHook('onClose', async () => policies.close());
+  const approvals = new ApprovalWatch(deps.db);
+  app.addHook('onClose', async () => approvals.close());
+  policyRoutes(app, deps, policies);
+  approvalRoutes(app, deps, approvals);
   const gateway = options.gateway ?? new Gateway({ db: deps.db, config: deps.config.gateway, verifyToken: deps.verifyToken });
   app.addHook('onClose', async () => gateway.close());
   await gatewayRoutes(app, gateway);

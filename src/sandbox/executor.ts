@@ -6,7 +6,7 @@ import { contentTypeForName, type AgentFiles } from '../files/index.js';
 import type { Task } from '../queue/index.js';
 import { logger } from '../telemetry/index.js';
 import { codeDirProblem } from './code-dir.js';
-import type { EgressDecision } from './egress/index.js';
+import type { EgressCheck, EgressDecision } from './egress/index.js';
 import { AttemptError, PermanentError, type ExecutionContext, type Executor } from '../worker/index.js';
 import { DEFAULT_HEARTBEAT_TIMEOUT_MS, runSession, type SessionHost, type SessionOutcome } from './session.js';
 import { recordSessionEnd, recordSessionStart, type SessionStatus } from './sessions.js';
@@ -28,6 +28,11 @@ export interface SandboxExecutorOptions {
   mintSessionToken(claims: { agentId: string; tenantId: string; sessionId: string; ttlSeconds: number }): Promise<string>;
   /** Most processes a sandbox may run at once. Default 64. */
   pidsLimit?: number;
+  /**
+   * The agent's net.connect policy for a session, loaded when the session starts and answered in
+   * memory per destination by its egress proxy (the policy engine's netConnectCheck).
+   */
+  egressPolicy?: ((task: Task) => Promise<EgressCheck>) | undefined;
   /** Why a level cannot run on this host (see missingFor), if it cannot: its tasks fail with isolation_unavailable. */
   unavailable?: (level: 'process' | 'container') => string | undefined;
 }
@@ -107,6 +112,7 @@ export class SandboxExecutor implements Executor {
     const o = this.options;
     const token = await o.mintSessionToken({ agentId: task.agent_id, tenantId: task.tenant_id, sessionId, ttlSeconds: task.timeout_seconds });
     const api = new URL(o.apiUrl);
+    const egressCheck = await o.egressPolicy?.(task);
     await recordSessionStart(o.db, { id: sessionId, tenantId: task.tenant_id, agentId: task.agent_id, taskId: task.id, attempt: ctx.attempt, workerId: ctx.workerId, isolation: iso.level });
     const denials: EgressDecision[] = [];
     let denied = 0;
@@ -122,6 +128,7 @@ export class SandboxExecutor implements Executor {
           cpuCores: iso.cpu_cores,
           pids: o.pidsLimit ?? 64,
           egress: iso.network_egress,
+          egressCheck,
           internal: [`${api.hostname}:${api.port || (api.protocol === 'https:' ? 443 : 80)}`],
           env: {
             FABRIC_API_URL: o.apiUrl,

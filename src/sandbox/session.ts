@@ -5,7 +5,7 @@ import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { safeFileName } from '../files/index.js';
 import type { CgroupUsage } from './cgroups.js';
-import type { EgressDecision } from './egress/index.js';
+import type { EgressCheck, EgressDecision } from './egress/index.js';
 import { launchSandbox, type LaunchHost, type LaunchedSandbox, type SandboxProfile } from './launch.js';
 import type { WarmPool } from './pool.js';
 import type { UidPool } from './uids.js';
@@ -24,6 +24,8 @@ export interface SessionSpec {
   egress: readonly string[];
   /** host:port destinations always reachable (the fabric's API and gateway). */
   internal: readonly string[];
+  /** The agent's net.connect policy, answered in memory per destination (see EgressCheck). */
+  egressCheck?: EgressCheck | undefined;
   /** Environment the agent gets (the session adds FABRIC_WORKSPACE and proxy settings). */
   env: Record<string, string>;
   stdin: string;
@@ -169,7 +171,7 @@ export async function runSession(spec: SessionSpec, host: SessionHost, signal: A
   const { sandbox, warm } = await sandboxFor(spec, host);
   try {
     const { ws, cgroup, child } = sandbox;
-    sandbox.proxy?.setPolicy({ allow: spec.egress, internal: spec.internal, onDecision: host.onEgress });
+    sandbox.proxy?.setPolicy({ allow: spec.egress, internal: spec.internal, onDecision: host.onEgress, check: spec.egressCheck });
     let stopped: SessionOutcome['stopped'];
     let forced: NodeJS.Timeout | undefined;
     const stop = (why: SessionOutcome['stopped']) => {

@@ -21,6 +21,8 @@ export interface SandboxRuntimeOptions {
   /** The fabric's API as sandboxes reach it. */
   apiUrl: string;
   mintSessionToken: SandboxExecutorOptions['mintSessionToken'];
+  /** The agent's net.connect policy per session (the policy engine's netConnectCheck). */
+  egressPolicy?: SandboxExecutorOptions['egressPolicy'];
 }
 
 /** The sandbox side of a worker process: one executor for all its workers. */
@@ -47,7 +49,7 @@ export async function startSandboxRuntime(o: SandboxRuntimeOptions): Promise<San
   else if (levels.container) logger().warn({ reason: levels.container }, 'container sandboxes unavailable on this host');
   const executorOn = (dirs: { sessionsDir: string; helpersDir: string; uidsDir: string }, uids: UidPool, pool?: WarmPool) => {
     const sessionHost = { ...dirs, bwrap: host.bwrap, cgroups: host.cgroups, tmpfsMb: o.config.tmpfsMb, pool, heartbeat: { timeoutMs: o.config.heartbeatTimeoutSeconds * 1000 }, stopGraceMs: o.config.stopGraceSeconds * 1000 };
-    return new SandboxExecutor({ db: o.db, inProcess: o.inProcess, uids, host: sessionHost, files: o.files, apiUrl: o.apiUrl, mintSessionToken: o.mintSessionToken, pidsLimit: o.config.pidsLimit, unavailable: (l) => levels[l] });
+    return new SandboxExecutor({ db: o.db, inProcess: o.inProcess, uids, host: sessionHost, files: o.files, apiUrl: o.apiUrl, mintSessionToken: o.mintSessionToken, pidsLimit: o.config.pidsLimit, unavailable: (l) => levels[l], egressPolicy: o.egressPolicy });
   };
   if (levels.process) {
     // nothing is created or cleaned on a host that cannot run sandboxes (it may not even own the dir)

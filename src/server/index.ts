@@ -8,6 +8,7 @@ import { fakeUpstreamConfig, startFakeUpstream, type FakeUpstream } from '../gat
 import { buildApp, sweepIdempotencyKeys, type App } from '../http/index.js';
 import { sweepExpiredMemory } from '../memory/index.js';
 import { createNotifier } from '../notify/index.js';
+import { PolicyEngine, policySubmitHook } from '../policy/index.js';
 import { AgentScheduler } from '../queue/index.js';
 import { startSandboxRuntime, type SandboxRuntime } from '../sandbox/index.js';
 import { ensureDefaultTenant } from '../tenancy/index.js';
@@ -101,6 +102,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
   let billing: BillingService | undefined;
   let budgets: BudgetRuntime | undefined;
   let fakeUpstream: FakeUpstream | undefined;
+  let policies: PolicyEngine | undefined;
   try {
     await migrate(db);
     await ensureDefaultTenant(db);
@@ -112,12 +114,15 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
         throw new ConfigError(`FABRIC_BILLING_DEFAULT_PLAN names plan "${config.billing.defaultPlan}", which does not exist; use one of GET /api/plans (free, plus, pro, max, enterprise).`);
       });
     billing = new BillingService({ notifier, defaultPlan: config.billing.defaultPlan });
+    policies = new PolicyEngine({ db, notifier, cacheSeconds: config.policies.cacheSeconds, approvalExpiresSeconds: config.policies.approvalExpiresSeconds, decisionLog: { flushMs: config.policies.logFlushMs } });
+    await policies.start();
+    const policyEngine = policies;
     if (mode !== 'worker') {
       tokens = resolveTokenOptions(config, mode);
-      const scheduler = new AgentScheduler(db, { leaseSeconds: config.taskLeaseSeconds, timeouts: config.timeouts, onSubmit: [billing.submitHook, budgetSubmitHook({ reservationTtlSeconds: config.budgets.reservationTtlSeconds })] });
+      const scheduler = new AgentScheduler(db, { leaseSeconds: config.taskLeaseSeconds, timeouts: config.timeouts, onSubmit: [policySubmitHook(policyEngine), billing.submitHook, budgetSubmitHook({ reservationTtlSeconds: config.budgets.reservationTtlSeconds })] });
       const gateway = await withFakeUpstream(config, mode);
       fakeUpstream = gateway.fake;
-      app = await buildApp({ db, config: gateway.config, verifyToken: createTokenVerifier(tokens.options), scheduler }, { billing });
+      app = await buildApp({ db, config: gateway.config, verifyToken: createTokenVerifier(tokens.options), scheduler }, { billing, policies: policyEngine });
       await app.listen({ port: config.port, host: config.host });
     }
     budgets = await startBudgetRuntime({ db, notifier, sweepSeconds: config.budgets.sweepSeconds });
@@ -132,6 +137,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
         files: artifactFiles,
         apiUrl: config.sandbox.apiUrl ?? listeningUrl(app, config) ?? `http://127.0.0.1:${config.port}`,
         mintSessionToken: sessionTokenMinter(config, tokens?.options),
+        egressPolicy: (task) => policyEngine.netConnectCheck(task.tenant_id, task.agent_id, task.id),
       });
       executor = sandboxes.executor;
     }
@@ -147,6 +153,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
     await artifactFiles?.close();
     await app?.close().catch(() => {});
     await fakeUpstream?.close();
+    await policies?.close();
     await db.close();
     throw err;
   }
@@ -191,6 +198,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
       await sandboxes?.close();
       await artifactFiles?.close();
       await fakeUpstream?.close();
+      await policies?.close();
       await db.close();
     },
   };

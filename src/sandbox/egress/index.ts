@@ -3,7 +3,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export { DEFAULT_EGRESS_PORTS, isPublicAddress, matchesAllowList, normalizeHost, parseAllowEntry, parseAllowList, type AllowEntry } from './allow.js';
-export { EgressProxy, type EgressDecision, type EgressProxyOptions } from './proxy.js';
+export { EgressProxy, type EgressCheck, type EgressDecision, type EgressProxyOptions } from './proxy.js';
 
 /** The files that run inside a sandbox (plain CommonJS, no dependencies). */
 export const EGRESS_HELPER_FILES = ['relay.cjs', 'preload.cjs'] as const;

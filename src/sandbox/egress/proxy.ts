@@ -32,6 +32,13 @@ export interface EgressDecision {
   address?: string;
 }
 
+/**
+ * A policy check per destination (the policy engine's `net.connect`, for the session's agent):
+ * synchronous and in memory — it must not touch the database per connection. Asked after the
+ * internal endpoints and before the allow-list; both must allow.
+ */
+export type EgressCheck = (host: string, port: number) => { allowed: boolean; reason: string };
+
 export interface EgressProxyOptions {
   /** Allowed destinations: "example.com" (exact), "*.example.com" (any subdomain, not the apex), optional ":port" suffix restricting the port (default: 80 and 443 only). Case-insensitive, trailing dot ignored. */
   allow: readonly string[];
@@ -39,6 +46,8 @@ export interface EgressProxyOptions {
   internal?: readonly string[];
   /** Called for every decision, allowed or denied (the worker logs and audits denials). */
   onDecision?: (d: EgressDecision) => void;
+  /** The agent's policy on net.connect; without one only the allow-list decides. */
+  check?: EgressCheck | undefined;
   /** Time for the DNS lookup, and again for connecting to a destination; default 10 s each. */
   connectTimeoutMs?: number;
   /** A tunnel or request with no traffic either way for this long is closed; default 5 min. */
@@ -120,7 +129,8 @@ export class EgressProxy {
   readonly decisions: EgressDecision[] = [];
   private allow: AllowEntry[];
   private internal: Set<string>;
-  private readonly opts: Required<Omit<EgressProxyOptions, 'allow' | 'internal' | 'onDecision'>> & Pick<EgressProxyOptions, 'onDecision'>;
+  private check: EgressCheck | undefined;
+  private readonly opts: Required<Omit<EgressProxyOptions, 'allow' | 'internal' | 'onDecision' | 'check'>> & Pick<EgressProxyOptions, 'onDecision'>;
   private readonly server: http.Server;
   private readonly clients = new Set<Duplex>();
   private readonly upstreams = new Set<net.Socket>();
@@ -130,6 +140,7 @@ export class EgressProxy {
   constructor(opts: EgressProxyOptions) {
     this.allow = parseAllowList(opts.allow);
     this.internal = parseInternal(opts.internal ?? []);
+    this.check = opts.check;
     this.opts = {
       onDecision: opts.onDecision,
       connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
@@ -172,14 +183,16 @@ export class EgressProxy {
   }
 
   /**
-   * Replaces the allow-list, the internal endpoints and the decision observer. A warm sandbox's
-   * proxy listens (denying everything) before its task is known and gets the agent's policy here.
+   * Replaces the allow-list, the internal endpoints, the policy check and the decision observer.
+   * A warm sandbox's proxy listens (denying everything) before its task is known and gets the
+   * agent's policy here.
    */
-  setPolicy(p: Pick<EgressProxyOptions, 'allow' | 'internal' | 'onDecision'>): void {
+  setPolicy(p: Pick<EgressProxyOptions, 'allow' | 'internal' | 'onDecision' | 'check'>): void {
     const allow = parseAllowList(p.allow);
     const internal = parseInternal(p.internal ?? []);
     this.allow = allow;
     this.internal = internal;
+    this.check = p.check;
     this.opts.onDecision = p.onDecision;
   }
 
@@ -238,6 +251,18 @@ export class EgressProxy {
   private async resolve(t: Target, method: string): Promise<Resolution> {
     const where = t.host.includes(':') ? `[${t.host}]:${t.port}` : `${t.host}:${t.port}`;
     const internal = this.internal.has(`${t.host}|${t.port}`);
+    if (!internal && this.check) {
+      let verdict: { allowed: boolean; reason: string };
+      try {
+        verdict = this.check(t.host, t.port);
+      } catch (err) {
+        verdict = { allowed: false, reason: `the policy check failed: ${(err as Error).message}` };
+      }
+      if (!verdict.allowed) {
+        this.record({ host: t.host, port: t.port, allowed: false, reason: `policy: ${verdict.reason}`, method });
+        return { ok: false, status: 403, body: `agent-fabric egress: ${where} is refused by policy: ${verdict.reason}` };
+      }
+    }
     if (!internal && !matchesAllowList(t.host, t.port, this.allow)) {
       this.record({ host: t.host, port: t.port, allowed: false, reason: 'not on allow-list', method });
       return { ok: false, status: 403, body: `agent-fabric egress: ${where} is not on this agent's network_egress allow-list` };

@@ -1,0 +1,11 @@
+export * from './schemas.js';
+export { globToRegExp, anyGlob } from './glob.js';
+export { normalizeResource } from './normalize.js';
+export { compilePolicy, approversOf, type AgentAttrs, type CheckInput, type CompiledPolicy, type CompiledRule, type PolicyRecord } from './compile.js';
+export { evaluate, levelOf, sortPolicies, LEVELS, type Level, type Verdict } from './evaluate.js';
+export { createPolicy, updatePolicy, deletePolicy, getPolicy, listPolicies, loadPolicyRecords, POLICY_CHANNEL } from './store.js';
+export { DecisionLog, queryDecisions, type DecisionEntry, type DecisionRow, type Door } from './decision-log.js';
+export { ApprovalWatch, APPROVAL_CHANNEL, decideApproval, getApproval, listApprovals, isApprover, type Approval, type ApprovalStatus } from './approvals.js';
+export { PolicyEngine, resultOf, type CheckRequest, type CheckResult, type PolicyEngineOptions } from './engine.js';
+export { policySubmitHook, policyRefusal } from './submit-hook.js';
+export { policyDecisionsTotal } from './metrics.js';
