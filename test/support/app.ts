@@ -25,8 +25,16 @@ export interface TestApp {
 }
 
 /** The API over a fresh database of the engine under test, driven with `app.inject()`. */
-export async function startTestApp(options: AppOptions & { config?: Partial<FabricConfig>; queue?: Partial<QueueOptions> } = {}): Promise<TestApp> {
+export async function startTestApp(
+  given: AppOptions & {
+    config?: Partial<FabricConfig>;
+    queue?: Partial<QueueOptions>;
+    /** Options that need the app's database (e.g. a policy engine shared by the app and the scheduler's submit hook). */
+    withDb?: (db: TestDb) => AppOptions & { queue?: Partial<QueueOptions> };
+  } = {},
+): Promise<TestApp> {
   const db = await freshDb();
+  const options = { ...given, ...given.withDb?.(db) };
   const base = loadConfig({ FABRIC_JWT_SECRET: TEST_SECRET });
   const filesDir = fs.mkdtempSync(path.join(os.tmpdir(), 'fabric-test-files-'));
   const config = { ...base, files: { ...base.files, dir: filesDir }, ...options.config };
