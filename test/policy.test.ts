@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import { createTokenVerifier } from '../src/auth/index.js';
 import { openPostgres } from '../src/db/index.js';
 import { buildApp } from '../src/http/index.js';
-import { PolicyEngine, policySubmitHook } from '../src/policy/index.js';
+import { checkModelUse, PolicyEngine, policySubmitHook } from '../src/policy/index.js';
 import { AgentScheduler } from '../src/queue/index.js';
 import { EgressProxy } from '../src/sandbox/egress/index.js';
 import { countRows, startTestApp, tokenOptions, type TestApp } from './support/app.js';
@@ -288,4 +288,35 @@ describe(`policies and approvals (${ENGINE})`, () => {
       }
     },
   );
+});
+
+describe(`model.use for the gateway (${ENGINE})`, () => {
+  let t: TestApp;
+  let engine: PolicyEngine;
+  before(async () => {
+    t = await startTestApp({ withDb: (db) => ((engine = new PolicyEngine({ db, decisionLog: { flushMs: 20 } })), { policies: engine }) });
+  });
+  after(async () => {
+    await engine?.close();
+    await t?.close();
+  });
+
+  it('checkModelUse refuses a model the policy does not allow, with the policy reason, and logs door gateway', async () => {
+    const agent = await provisionAgent(t);
+    const created = await t.app.inject({
+      method: 'POST',
+      url: '/api/policies',
+      headers: await t.auth('admin'),
+      payload: { name: 'models', scope: { type: 'agent', id: agent }, rules: [{ action_pattern: 'model.use', effect: 'deny', conditions: { resource_not: ['gpt-4o-mini'] }, reason: 'Only gpt-4o-mini for this agent.' }] },
+    });
+    assert.equal(created.statusCode, 201);
+    const ok = await checkModelUse(engine, t.db, { tenantId: 'default', agentId: agent }, 'gpt-4o-mini');
+    assert.equal(ok.allowed, true);
+    const no = await checkModelUse(engine, t.db, { tenantId: 'default', agentId: agent, taskId: '00000000-0000-4000-8000-0000000000a1' }, 'o1-preview');
+    assert.equal(no.allowed, false);
+    assert.match(no.reason, /Only gpt-4o-mini for this agent\./);
+    await engine.log.flush();
+    const rows = await t.db.query<{ door: string; decision: string }>(`SELECT door, decision FROM policy_decisions WHERE agent_id = $1 ORDER BY id`, [agent]);
+    assert.deepEqual(rows.rows.map((r) => [r.door, r.decision]), [['gateway', 'allow'], ['gateway', 'deny']]);
+  });
 });

@@ -9,3 +9,4 @@ export { ApprovalWatch, APPROVAL_CHANNEL, decideApproval, getApproval, listAppro
 export { PolicyEngine, resultOf, type CheckRequest, type CheckResult, type PolicyEngineOptions } from './engine.js';
 export { policySubmitHook, policyRefusal } from './submit-hook.js';
 export { policyDecisionsTotal } from './metrics.js';
+export { checkModelUse, type ModelUseSubject } from './model-use.js';
