@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import OpenAI from 'openai';
+import { microsToUsd } from '../src/budget/index.js';
 import type { TestApp } from './support/app.js';
 import { setQuota } from './support/budget.js';
 import { ENGINE } from './support/engine.js';
@@ -304,6 +305,48 @@ describe(`model gateway (${ENGINE})`, () => {
     assert.equal(res.status, 200);
     await metered(t, s.taskId, 1);
     assert.equal((await usageRows(s.taskId)).rows[0]!.session_id, null);
+  });
+
+  it('one-statement admit and settle: quota and budget counters agree with the usage rows, due alerts are recorded, and a stop leaves the same row, event and audit as meterUsage', async () => {
+    const agent = await gatewayAgent(t, { quota: { monthly_token_limit: 100_000_000, monthly_cost_limit_usd: 1000, overage_policy: 'block' } });
+    const ws = (await t.db.query<{ w: string }>('SELECT workspace_id::text AS w FROM agents WHERE id = $1', [agent])).rows[0]!.w;
+    const mk = await t.app.inject({ method: 'POST', url: '/api/budgets', headers: await t.auth('admin'), payload: { scope: 'workspace', scope_id: ws, max_cost_per_day_usd: '0.5', alert_threshold_percent: 50 } });
+    assert.equal(mk.statusCode, 201, mk.body);
+    const budgetId: string = mk.json().budget.id;
+    try {
+      const s = await runningSession(t, agent);
+      for (let i = 0; i < 3; i++) assert.equal((await raw(s.token, '/chat/completions', chat(`call ${i}`))).status, 200);
+      t.fake.options.usage = { prompt_tokens: 4_000_000, completion_tokens: 10 }; // 0.600006 USD: past the budget's 0.5
+      try {
+        assert.equal((await raw(s.token, '/chat/completions', chat('big'))).status, 200);
+      } finally {
+        t.fake.options.usage = undefined;
+      }
+      await metered(t, s.taskId, 4);
+      const sums = (await t.db.query<{ tokens: number; cost: number }>(`SELECT sum(quantity)::int AS tokens, sum(cost_micros)::int AS cost FROM agent_quota_usage WHERE task_id = $1`, [s.taskId])).rows[0]!;
+      const q = (await t.db.query<{ used: number; cost: number; reserved: number; cost_reserved: number }>(
+        `SELECT monthly_tokens_used::int AS used, (monthly_cost_used_usd * 1000000)::int AS cost, tokens_reserved::int AS reserved, cost_reserved_micros::int AS cost_reserved FROM agent_quotas WHERE agent_id = $1`, [agent])).rows[0]!;
+      assert.deepEqual(q, { used: sums.tokens, cost: sums.cost, reserved: 0, cost_reserved: 0 });
+      const b = (await t.db.query<{ used: number; cost: number; reserved: number; cost_reserved: number }>(
+        `SELECT tokens_used::int AS used, cost_used_micros::int AS cost, tokens_reserved::int AS reserved, cost_reserved_micros::int AS cost_reserved FROM budgets WHERE id = $1`, [budgetId])).rows[0]!;
+      assert.deepEqual(b, { used: sums.tokens, cost: sums.cost, reserved: 0, cost_reserved: 0 });
+      const open = await t.db.query(`SELECT 1 FROM budget_reservations WHERE agent_id = $1 AND status = 'open'`, [agent]);
+      assert.equal(open.rows.length, 0);
+      const alerts = await t.db.query<{ kind: string }>(`SELECT kind FROM budget_alerts WHERE entity_type = 'budget' AND entity_id = $1 ORDER BY kind`, [budgetId]);
+      assert.deepEqual(alerts.rows.map((r) => r.kind), ['exhausted', 'overage', 'threshold']);
+      const task = (await t.db.query<{ cancel_requested: boolean; stop_error: { code: string; message: string; limit: { used: number; limit_value: number } } }>('SELECT cancel_requested, stop_error FROM tasks WHERE id = $1', [s.taskId])).rows[0]!;
+      assert.equal(task.cancel_requested, true);
+      const lim = task.stop_error.limit;
+      assert.deepEqual(lim, { entity_type: 'budget', entity_id: budgetId, limit: 'max_cost_per_day_usd', unit: 'micro_usd', limit_value: 500_000, used: sums.cost });
+      assert.equal(task.stop_error.message, `Spend passed the hard limit max_cost_per_day_usd of budget ${budgetId} (${microsToUsd(lim.used)} of ${microsToUsd(lim.limit_value)} USD); the task was stopped. Raise the limit or wait for the next period, then submit it again.`);
+      const audit = await t.db.query<{ after: unknown }>(`SELECT after FROM audit_log WHERE action = 'task.insufficient_funds' AND target_id = $1`, [s.taskId]);
+      assert.deepEqual(audit.rows.map((r) => r.after), [task.stop_error]);
+      const running = await t.db.query<{ data: { error: { code: string } } }>(`SELECT data FROM system_events WHERE event_type = 'task.running' AND subject_id = $1 AND data ? 'error'`, [s.taskId]);
+      assert.deepEqual(running.rows.map((r) => r.data.error.code), ['INSUFFICIENT_FUNDS']);
+      assert.deepEqual((await calls(s.taskId)).rows.map((r) => r.data.stopped ?? null), [null, null, null, 'INSUFFICIENT_FUNDS']);
+    } finally {
+      await t.app.inject({ method: 'DELETE', url: `/api/budgets/${budgetId}`, headers: await t.auth('admin') });
+    }
   });
 });
 

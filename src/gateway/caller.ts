@@ -41,7 +41,7 @@ export async function identify(verify: TokenVerifier, authorization: string | un
   return { tenantId: p.tenantId, agentId: p.sub, sessionId: null, taskId: taskHeader, expiresAt: exp };
 }
 
-interface Row {
+export interface CallerRow {
   session_id: string | null;
   session_status: string | null;
   task_id: string;
@@ -67,19 +67,23 @@ const COLUMNS = `t.id AS task_id, t.status AS task_status, t.cancel_requested, t
 export async function loadCaller(q: Queryable, t: TokenCaller, lock: boolean): Promise<Caller> {
   const forUpdate = lock ? ' FOR NO KEY UPDATE OF t' : '';
   const r = t.sessionId
-    ? await q.query<Row>(
+    ? await q.query<CallerRow>(
         `SELECT s.id AS session_id, s.status AS session_status, ${COLUMNS}
            FROM agent_sessions s JOIN tasks t ON t.id = s.task_id JOIN agents a ON a.id = t.agent_id
           WHERE s.id = $1 AND s.tenant_id = $2 AND s.agent_id = $3${forUpdate}`,
         [t.sessionId, t.tenantId, t.agentId],
       )
-    : await q.query<Row>(
+    : await q.query<CallerRow>(
         `SELECT NULL AS session_id, NULL AS session_status, ${COLUMNS}
            FROM tasks t JOIN agents a ON a.id = t.agent_id
           WHERE t.id = $1 AND t.tenant_id = $2 AND t.agent_id = $3${forUpdate}`,
         [t.taskId, t.tenantId, t.agentId],
       );
-  const row = r.rows[0];
+  return checkCaller(t, r.rows[0]);
+}
+
+/** The caller's row (none: unknown session or task) checked: refused unless its session and task are running. */
+export function checkCaller(t: TokenCaller, row: CallerRow | undefined): Caller {
   if (!row) {
     if (t.sessionId) throw unauthorized('session_ended', `Session ${t.sessionId} is not known to this fabric; its token cannot reach the model gateway.`);
     throw new FabricError(404, 'task_not_found', `Task ${t.taskId} is not a task of agent ${t.agentId}; name one of its running tasks in X-Fabric-Task-Id.`);
