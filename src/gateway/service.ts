@@ -6,7 +6,7 @@ import { FabricError } from '../errors/index.js';
 import { logger } from '../telemetry/index.js';
 import { CancelWatch } from './cancel-watch.js';
 import { identify, loadCaller, type Caller, type TokenCaller } from './caller.js';
-import { forward, UpstreamFailure } from './forward.js';
+import { forward, UpstreamFailure, type UpstreamResponse } from './forward.js';
 import { admitCall, settleCall, type CallRecord, type WorstCase } from './ledger.js';
 import { gatewayCalls, upstreamLatency } from './metrics.js';
 import { agentConfigPolicy, type ModelPolicy } from './policy.js';
@@ -222,7 +222,7 @@ export class Gateway {
   }
 
   /** The provider's JSON answer (passed back as it is), with its usage recorded. */
-  private async relayJson(p: Prepared, response: Response, record: CallRecord): Promise<unknown> {
+  private async relayJson(p: Prepared, response: UpstreamResponse, record: CallRecord): Promise<unknown> {
     const text = await response.text();
     let json: { usage?: { prompt_tokens?: number; completion_tokens?: number }; choices?: { message?: { content?: unknown } }[] };
     try {
@@ -249,7 +249,7 @@ export class Gateway {
    * counted with the tokenizer. The final `[DONE]` is left to the caller (returns whether it
    * came), which ends the stream.
    */
-  private async relayStream(p: Prepared, response: Response, res: Responder, signal: AbortSignal, record: CallRecord, callId: string): Promise<boolean> {
+  private async relayStream(p: Prepared, response: UpstreamResponse, res: Responder, signal: AbortSignal, record: CallRecord, callId: string): Promise<boolean> {
     res.startStream({ 'x-fabric-call-id': callId });
     const splitter = new SseSplitter();
     let produced = '';
@@ -303,7 +303,7 @@ export class Gateway {
   }
 
   /** A provider's non-2xx (after retries) as the caller's error: its message scrubbed of keys. */
-  private async upstreamError(response: Response, route: ModelRoute): Promise<FabricError> {
+  private async upstreamError(response: UpstreamResponse, route: ModelRoute): Promise<FabricError> {
     const text = await response.text().catch(() => '');
     let upstream: { message?: string; type?: string; code?: string; param?: string } = {};
     try {
