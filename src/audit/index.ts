@@ -18,7 +18,12 @@ export interface AuditEntry {
   after?: unknown;
 }
 
-/** Appends an administrative or security event to `audit_log`, inside the caller's transaction when it has one. */
+/**
+ * Appends an administrative or security event to `audit_log`, inside the caller's transaction
+ * when it has one. The table's trigger chains the row into the tenant's hash chain in the same
+ * statement (migrations/0014_audit_chain.sql): it locks the tenant's chain head until commit, so
+ * call this last in a transaction, after the rows it describes are written.
+ */
 export async function recordAudit(tx: Queryable, entry: AuditEntry): Promise<void> {
   await tx.query(
     `INSERT INTO audit_log (tenant_id, actor_sub, actor_role, action, target_type, target_id, before, after, request_id)
@@ -36,3 +41,7 @@ export async function recordAudit(tx: Queryable, entry: AuditEntry): Promise<voi
     ],
   );
 }
+
+export { AuditEvent, AuditFilters, listAudit, type AuditScope } from './query.js';
+export { AuditExport, AuditExports, AUDIT_EXPORT_FORMATS, exportBlobKey, type AuditExportFormat } from './exports.js';
+export { chainHash, GENESIS_HASH, listChains, verifyAudit, verifyChain, type ChainBreak, type ChainReport } from './verify.js';

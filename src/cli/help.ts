@@ -49,3 +49,15 @@ Mints an HS256 JWT for local use, signed with FABRIC_JWT_SECRET or the secret th
   --sub ID        subject; for --role agent, the agent id (default: cli-<role>)
   --ttl T         lifetime: seconds or 15m, 1h, 7d (default 1h)
   --data-dir DIR  where to find the dev secret (env FABRIC_DATA_DIR, default ./.fabric)`;
+
+export const AUDIT_HELP = `agent-fabric audit verify [--tenant ID] [--json] [--data-dir DIR]
+
+Checks the audit log's hash chains: every row's position, prev_hash and sha256 over its
+canonical content, and each chain's head. Exits 0 when every chain is intact, 1 naming the
+first broken row of each broken chain (edited, deleted, inserted out of band). Uses
+DATABASE_URL when set, otherwise the embedded database in the data dir (which must not be
+in use). Record the printed head hashes elsewhere to detect a rewrite of a whole chain.
+
+  --tenant ID     verify one tenant's chain ("platform" for platform-level rows); default all
+  --json          print the reports as JSON
+  --data-dir DIR  data directory (env FABRIC_DATA_DIR, default ./.fabric)`;

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { UsageError } from './args.js';
-import { DEV_HELP, MIGRATE_HELP, SERVE_HELP, TOKEN_HELP, WORKER_HELP } from './help.js';
+import { AUDIT_HELP, DEV_HELP, MIGRATE_HELP, SERVE_HELP, TOKEN_HELP, WORKER_HELP } from './help.js';
 
 const HELP = `agent-fabric — runs fleets of AI agents safely
 
@@ -12,6 +12,7 @@ Commands:
   worker    run workers only against PostgreSQL
   migrate   apply database migrations
   token     mint a JWT for local use
+  audit     verify the audit log's hash chain (audit verify)
 
 Run \`agent-fabric <command> --help\` for a command's options.`;
 
@@ -22,6 +23,7 @@ const commands: Record<string, { run: (argv: string[]) => Promise<void>; help: s
   worker: { run: async (argv) => (await import('./run.js')).runServer(argv, 'worker'), help: WORKER_HELP },
   migrate: { run: async (argv) => (await import('./migrate.js')).runMigrate(argv), help: MIGRATE_HELP },
   token: { run: async (argv) => (await import('./token.js')).runToken(argv), help: TOKEN_HELP },
+  audit: { run: async (argv) => (await import('./audit.js')).runAudit(argv), help: AUDIT_HELP },
 };
 
 async function main(argv: string[]): Promise<void> {

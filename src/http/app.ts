@@ -16,6 +16,7 @@ import { registerAuth } from './auth.js';
 import { handleError } from './errors.js';
 import { agentRoutes } from './routes/agents.js';
 import { approvalRoutes } from './routes/approvals.js';
+import { auditRoutes } from './routes/audit.js';
 import { policyRoutes } from './routes/policies.js';
 import { budgetRoutes } from './routes/budgets.js';
 import { quotaRoutes } from './routes/quota.js';
@@ -141,6 +142,7 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   app.addHook('onClose', async () => approvals.close());
   policyRoutes(app, deps, policies);
   approvalRoutes(app, deps, approvals);
+  auditRoutes(app, deps);
   const gateway = options.gateway ?? new Gateway({ db: deps.db, config: deps.config.gateway, verifyToken: deps.verifyToken });
   app.addHook('onClose', async () => gateway.close());
   await gatewayRoutes(app, gateway);
