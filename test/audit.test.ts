@@ -168,7 +168,7 @@ describe(`audit log API and exports (${ENGINE})`, () => {
     const rows = res.body.trimEnd().split('\r\n');
     assert.equal(rows[0], 'id,tenant_id,created_at,actor_sub,actor_role,action,target_type,target_id,request_id,before,after,chain_seq,hash');
     assert.equal(rows.length - 1, job.row_count);
-    assert.ok(rows.some((r) => r.includes(`""task_id"": ""${taskId}""`)), 'JSON cells are quoted with doubled quotes');
+    assert.ok(rows.some((r) => r.includes(`""task_id"":""${taskId}""`)), 'JSON cells are quoted with doubled quotes');
     const altered = job.download_url.replace(/sig=./, (m) => (m.endsWith('A') ? 'sig=B' : 'sig=A'));
     const bad = await t.app.inject({ method: 'GET', url: altered });
     assert.equal(bad.statusCode, 403);
