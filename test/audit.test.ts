@@ -180,6 +180,8 @@ describe(`audit log API and exports (${ENGINE})`, () => {
     const acme = await exportOf({ format: 'jsonl' }, 'acme');
     const body = (await t.app.inject({ method: 'GET', url: acme.download_url })).body;
     assert.ok(body.trimEnd().split('\n').every((l) => (JSON.parse(l) as Ev).tenant_id === 'acme'));
+    const logged = await events(`?action=audit.export&actor=test-admin`);
+    assert.ok(logged.some((e) => e.target_id === job.id && (e.after as { format: string }).format === 'csv'), 'an export is itself audited');
     const badFormat = await t.app.inject({ method: 'POST', url: '/api/audit/exports', headers: await t.auth('admin'), payload: { format: 'xml' } });
     assert.equal(badFormat.statusCode, 400);
   });

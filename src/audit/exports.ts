@@ -1,10 +1,11 @@
 import { createHash, createHmac, hkdfSync, randomUUID, timingSafeEqual } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { z } from 'zod';
-import type { Db } from '../db/index.js';
+import { withTransaction, type Db } from '../db/index.js';
 import { FabricError, forbidden, notFound } from '../errors/index.js';
 import { DOWNLOAD_URL_TTL_SECONDS, type BlobStore, type StoredBlob } from '../files/index.js';
 import { logger } from '../telemetry/index.js';
+import { recordAudit } from './record.js';
 import { AUDIT_COLUMNS, auditWhere, toEvent, type AuditEvent, type AuditFilters, type AuditRow, type AuditScope } from './query.js';
 
 export const AUDIT_EXPORT_FORMATS = ['jsonl', 'csv'] as const;
@@ -79,13 +80,22 @@ export class AuditExports {
   }
 
   /** Records the job and starts it in the background; the returned job is `running`. */
-  async start(tenantId: string, requestedBy: string, format: AuditExportFormat, scope: AuditScope, filters: AuditFilters): Promise<AuditExport> {
+  async start(tenantId: string, requestedBy: string, requestedRole: string, format: AuditExportFormat, scope: AuditScope, filters: AuditFilters): Promise<AuditExport> {
     this.requireKey();
     const id = randomUUID();
     const stored = { ...filters, ...('allTenants' in scope ? { all_tenants: true } : {}) };
-    const r = await this.o.db.query<ExportRow>(
-      `INSERT INTO audit_exports (id, tenant_id, requested_by, format, filters) VALUES ($1, $2, $3, $4, $5) RETURNING ${EXPORT_COLUMNS}`,
-      [id, tenantId, requestedBy, format, JSON.stringify(stored)],
+    const r = await withTransaction(
+      this.o.db,
+      async (tx) => {
+        const row = await tx.query<ExportRow>(
+          `INSERT INTO audit_exports (id, tenant_id, requested_by, format, filters) VALUES ($1, $2, $3, $4, $5) RETURNING ${EXPORT_COLUMNS}`,
+          [id, tenantId, requestedBy, format, JSON.stringify(stored)],
+        );
+        // Reading the audit log out is itself a security event.
+        await recordAudit(tx, { tenantId, actor: { sub: requestedBy, role: requestedRole }, action: 'audit.export', targetType: 'audit_export', targetId: id, after: { format, filters: stored } });
+        return row;
+      },
+      { name: 'start audit export' },
     );
     const job = this.run(r.rows[0]!, scope, filters).finally(() => this.running.delete(job));
     this.running.add(job);

@@ -80,7 +80,7 @@ export function auditRoutes(app: App, deps: AppDeps): void {
     async (req, reply) => {
       const p = requireRole(req, ADMIN, 'export the audit log');
       const { format, all_tenants, ...filters } = req.body;
-      const job = await exports.start(p.tenantId, p.sub, format, scopeOf(p, all_tenants === true), filters);
+      const job = await exports.start(p.tenantId, p.sub, p.role, format, scopeOf(p, all_tenants === true), filters);
       return reply.code(202).header('location', `/api/audit/exports/${job.id}`).send({ export: job });
     },
   );
