@@ -5,8 +5,8 @@
  * chat completion (a short prompt, max_tokens 16, not streamed) is sent, alternately, straight
  * to the fake with the provider key and through the gateway with a session token — so each
  * gateway call does what it does in production: token check, session/task check and
- * reservation in one transaction, forwarding, release + metering + model.call event in
- * another. Latency is client send → body read (fetch, keep-alive), one call at a time; then
+ * reservation in one statement (fabric_gateway_admit), forwarding, release + metering +
+ * model.call event in another (fabric_gateway_settle, after the answer is sent). Latency is client send → body read (fetch, keep-alive), one call at a time; then
  * calls/s with BENCH_CONCURRENCY calls in flight (one running task and session per caller),
  * each side alone.
  *
