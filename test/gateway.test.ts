@@ -119,6 +119,28 @@ describe(`model gateway (${ENGINE})`, () => {
     assert.equal(unknown.json.error.code, 'model_not_found');
   });
 
+  it('policy door: a model.use deny answers 403 model_not_allowed with the policy\'s reason, sends nothing, and the decision is logged (door gateway)', async () => {
+    const agent = await gatewayAgent(t);
+    const s = await runningSession(t, agent);
+    const created = await t.app.inject({
+      method: 'POST',
+      url: '/api/policies',
+      headers: await t.auth('admin'),
+      payload: { name: `no-gpt-4o-mini-${agent}`, scope: { type: 'agent', id: agent }, rules: [{ action_pattern: 'model.use', effect: 'deny', conditions: { resource: ['gpt-4o-*'] }, reason: 'this agent must use the cheaper model' }] },
+    });
+    assert.equal(created.statusCode, 201, created.body);
+    const before = t.fake.requests.length;
+    const res = await raw(s.token, '/chat/completions', chat('hello'));
+    assert.equal(res.status, 403);
+    assert.equal(res.json.error.code, 'model_not_allowed');
+    assert.match(res.json.error.message, /refused by policy: .*cheaper model/);
+    assert.equal(t.fake.requests.length, before, 'nothing was sent upstream');
+    assert.equal((await quota(agent)).tokens_reserved, 0, 'the worst case reserved for the call was given back');
+    await t.app.inject({ method: 'GET', url: `/api/policy/decisions?agent_id=${agent}`, headers: await t.auth('admin') });
+    const logged = await t.db.query<{ door: string; decision: string; resource: string }>(`SELECT door, decision, resource FROM policy_decisions WHERE agent_id = $1`, [agent]);
+    assert.deepEqual(logged.rows.map((r) => [r.door, r.decision, r.resource]), [['gateway', 'deny', 'gpt-4o-mini']]);
+  });
+
   it('quota exceeded: 429 quota_exceeded in OpenAI shape, and the provider sees no request', async () => {
     const agent = await gatewayAgent(t, { quota: { monthly_token_limit: 1000, overage_policy: 'block' } });
     const s = await runningSession(t, agent);

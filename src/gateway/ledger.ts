@@ -56,7 +56,7 @@ export async function admitCall(db: Db, policy: ModelPolicy, t: TokenCaller, mod
   }
   // refused here ⇔ nothing was reserved (the function reserves only for a running session and task)
   const caller = checkCaller(t, row);
-  const refused = policy.check({ tenantId: caller.tenantId, agentId: caller.agentId, taskId: caller.taskId, configured: caller.configured }, model);
+  const refused = await policy.check({ tenantId: caller.tenantId, agentId: caller.agentId, taskId: caller.taskId, configured: caller.configured }, model);
   if (refused) {
     await db.query(`SELECT fabric_budget_release(ARRAY(SELECT id FROM budget_reservations WHERE tenant_id = $1 AND idempotency_key = $2 AND status = 'open'), 'released')`, [t.tenantId, key]);
     throw new FabricError(403, 'model_not_allowed', refused, { param: 'model' });

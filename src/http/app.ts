@@ -5,7 +5,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply, type
 import { BillingService } from '../billing/index.js';
 import type { Clock } from '../clock/index.js';
 import { FabricError } from '../errors/index.js';
-import { Gateway } from '../gateway/index.js';
+import { Gateway, policyEngineModelPolicy } from '../gateway/index.js';
 import { ApprovalWatch, PolicyEngine } from '../policy/index.js';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { EventHubOptions } from '../events/index.js';
@@ -143,7 +143,7 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   policyRoutes(app, deps, policies);
   approvalRoutes(app, deps, approvals);
   auditRoutes(app, deps);
-  const gateway = options.gateway ?? new Gateway({ db: deps.db, config: deps.config.gateway, verifyToken: deps.verifyToken });
+  const gateway = options.gateway ?? new Gateway({ db: deps.db, config: deps.config.gateway, verifyToken: deps.verifyToken, policy: policyEngineModelPolicy(policies, deps.db) });
   app.addHook('onClose', async () => gateway.close());
   await gatewayRoutes(app, gateway);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
