@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Queryable } from '../db/index.js';
+import { withTransaction, type Db, type Queryable } from '../db/index.js';
 
 /** prev_hash of the first row of every chain. */
 export const GENESIS_HASH = '0'.repeat(64);
@@ -54,7 +54,8 @@ const PAGE = 2000;
  * content) recomputed here, and the head (audit_chain_heads) at the last row. Stops at the first
  * break, so the report names the row where tampering begins: an edited row fails its own hash,
  * a deleted row shows as a gap at the row after it, an inserted row as a repeated position or a
- * wrong prev_hash, a deleted tail as a head past the last row.
+ * wrong prev_hash, a deleted tail as a head past the last row. Give it one snapshot (verifyAudit
+ * does) when writers may be appending meanwhile.
  */
 export async function verifyChain(q: Queryable, tenantId: string | null): Promise<ChainReport> {
   const chain = tenantId ?? '';
@@ -115,10 +116,24 @@ export async function listChains(q: Queryable): Promise<(string | null)[]> {
   return r.rows.map((x) => (x.chain === '' ? null : x.chain));
 }
 
-/** Verifies every chain (or one tenant's; null = the platform-level chain): one report per chain. */
-export async function verifyAudit(q: Queryable, opts: { tenantId?: string | null } = {}): Promise<ChainReport[]> {
-  const chains = opts.tenantId !== undefined ? [opts.tenantId] : await listChains(q);
+/**
+ * Verifies every chain (or one tenant's; null = the platform-level chain): one report per chain.
+ * Each chain is read in one REPEATABLE READ, READ ONLY transaction, so rows appended while it is
+ * checked (a live fabric) are not mistaken for a head that ran ahead of its rows.
+ */
+export async function verifyAudit(db: Db, opts: { tenantId?: string | null } = {}): Promise<ChainReport[]> {
+  const chains = opts.tenantId !== undefined ? [opts.tenantId] : await listChains(db);
   const out: ChainReport[] = [];
-  for (const c of chains) out.push(await verifyChain(q, c));
+  for (const c of chains)
+    out.push(
+      await withTransaction(
+        db,
+        async (tx) => {
+          await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+          return verifyChain(tx, c);
+        },
+        { name: 'verify audit chain' },
+      ),
+    );
   return out;
 }
