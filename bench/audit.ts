@@ -5,7 +5,8 @@
  * Appends alternate between the two, one at a time, each in its own transaction as callers
  * make them (BEGIN, recordAudit's INSERT, COMMIT); the table shows the INSERT alone and the
  * whole transaction. On PostgreSQL a second measure runs 16 writers at once, all in one tenant
- * (they queue on its chain head) and spread over 16 tenants, for appends per second.
+ * (they queue on its chain head) and spread over 16 tenants, for appends per second (two
+ * rounds per side, alternating, best of each).
  *
  *   npm run bench:audit
  *   env: BENCH_ENGINES=pglite,postgres, BENCH_N=2000 (appends per side), BENCH_PG_URL
@@ -103,9 +104,11 @@ async function concurrent(db: Db): Promise<void> {
       );
       return N / ((nowUs() - t0) / 1e6);
     };
-    const chained = await rate(recordAudit);
-    const plain = await rate(plainInsert);
-    console.log(`| ${tenants} | ${fmt(chained)} | ${fmt(plain)} | ${fmt(chained / plain, 2)}× |`);
+    // two rounds, alternating sides, best of each: the first run after a switch pays for cold pages
+    const chained = Math.max(await rate(recordAudit), 0);
+    const plain = Math.max(await rate(plainInsert), await rate(plainInsert));
+    const chained2 = Math.max(chained, await rate(recordAudit));
+    console.log(`| ${tenants} | ${fmt(chained2)} | ${fmt(plain)} | ${fmt(chained2 / plain, 2)}× |`);
   }
 }
 
@@ -130,8 +133,10 @@ async function main(): Promise<void> {
       await db.exec(`CREATE TABLE audit_plain (LIKE audit_log INCLUDING DEFAULTS INCLUDING IDENTITY)`);
       await oneAtATime(db);
       if (engine === 'postgres') await concurrent(db);
+      const t0 = nowUs();
       const v = await verifyChain(db, 'bench');
-      console.log(`\nverify: ${v.rows} rows of tenant bench ${v.ok ? 'intact' : 'BROKEN'}`);
+      const ms = (nowUs() - t0) / 1000;
+      console.log(`\nverify: ${v.rows} rows of tenant bench ${v.ok ? 'intact' : 'BROKEN'} in ${fmt(ms)} ms (${fmt(v.rows / (ms / 1000))} rows/s)`);
     } finally {
       await db.close();
       await drop();
