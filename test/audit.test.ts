@@ -7,9 +7,10 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { chainHash, recordAudit, verifyAudit, verifyChain } from '../src/audit/index.js';
+import { AuditExports, chainHash, recordAudit, verifyAudit, verifyChain } from '../src/audit/index.js';
+import { createBlobStore } from '../src/files/index.js';
 import { loadMigrations, migrate, openPglite, openPostgres, withTransaction, type Db } from '../src/db/index.js';
-import { startTestApp, type TestApp } from './support/app.js';
+import { startTestApp, TEST_SECRET, type TestApp } from './support/app.js';
 import type { TestDb } from './support/db.js';
 import { ENGINE, PG_ADMIN_URL, PG_TEMPLATE_DB, PGLITE_TEMPLATE, pgUrl } from './support/engine.js';
 
@@ -175,6 +176,13 @@ describe(`audit log API and exports (${ENGINE})`, () => {
     assert.equal(bad.json().error.code, 'url_invalid');
     const fileUrl = await t.app.inject({ method: 'GET', url: job.download_url.replace('/audit-exports/', '/files/') });
     assert.equal(fileUrl.statusCode, 403, 'an export URL does not open a file');
+    // a URL signed 901 s ago by any process with the same secret has expired
+    const other = new AuditExports({ db: t.db, blobs: createBlobStore(t.config), signingSecret: TEST_SECRET });
+    const old = await other.get('default', job.id, Date.now() - 901_000);
+    await other.close();
+    const expired = await t.app.inject({ method: 'GET', url: old.download_url! });
+    assert.equal(expired.statusCode, 403);
+    assert.equal(expired.json().error.code, 'url_expired');
     const foreign = await t.app.inject({ method: 'GET', url: `/api/audit/exports/${job.id}`, headers: await t.auth('admin', { tenant: 'acme' }) });
     assert.equal(foreign.statusCode, 404);
     const acme = await exportOf({ format: 'jsonl' }, 'acme');
