@@ -12,27 +12,16 @@
  *   env: BENCH_ENGINES=pglite,postgres, BENCH_N=2000 (appends per side), BENCH_PG_URL
  */
 import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import { recordAudit, verifyChain, type AuditEntry } from '../src/audit/index.js';
 import { migrate, openPglite, openPostgres, withTransaction, type Db, type Queryable } from '../src/db/index.js';
 import { createLogger, setLogger } from '../src/telemetry/index.js';
+import { adminQuery, dbUrl } from './lib/db.js';
 import { fmt, nowUs, percentile } from './lib/stats.js';
 
 setLogger(createLogger({ level: 'warn' }));
-const PG_URL = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const N = Number(process.env.BENCH_N ?? 2000);
 const ENGINES = (process.env.BENCH_ENGINES ?? 'pglite,postgres').split(',').map((s) => s.trim());
 const WRITERS = 16;
-
-async function admin(sql: string): Promise<void> {
-  const c = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 3000 });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
 
 const entry = (i: number, tenantId = 'bench'): AuditEntry => ({
   tenantId,
@@ -120,13 +109,13 @@ async function main(): Promise<void> {
     else {
       const name = `bench_audit_${process.pid}_${randomBytes(3).toString('hex')}`;
       try {
-        await admin(`CREATE DATABASE ${name}`);
+        await adminQuery(`CREATE DATABASE ${name}`);
       } catch (err) {
         console.log(`\npostgres: skipped (${(err as Error).message})`);
         continue;
       }
-      db = await openPostgres({ url: PG_URL.replace(/\/[^/]*$/, `/${name}`), poolSize: WRITERS, connectTimeoutMs: 5000, statementTimeoutMs: 60_000 });
-      drop = () => admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      db = await openPostgres({ url: dbUrl(name), poolSize: WRITERS, connectTimeoutMs: 5000, statementTimeoutMs: 60_000 });
+      drop = () => adminQuery(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
     }
     try {
       await migrate(db);

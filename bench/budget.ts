@@ -9,50 +9,25 @@
  *   npm run bench:budget
  *   env: BENCH_ENGINES=pglite,postgres, BENCH_N=2000 (submits per side), BENCH_PG_URL
  */
-import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import { createTokenVerifier, mintToken } from '../src/auth/index.js';
 import { budgetSubmitHook } from '../src/budget/index.js';
 import { loadConfig } from '../src/config/index.js';
-import { migrate, openPglite, openPostgres, type Db } from '../src/db/index.js';
+import { migrate } from '../src/db/index.js';
 import { buildApp, type App } from '../src/http/index.js';
 import { AgentScheduler } from '../src/queue/index.js';
 import { createLogger, setLogger } from '../src/telemetry/index.js';
 import { ensureDefaultTenant } from '../src/tenancy/index.js';
+import { openBenchDb } from './lib/db.js';
 import { fmt, percentile } from './lib/stats.js';
 
 setLogger(createLogger({ level: 'warn' }));
 const SECRET = 'bench-secret-that-is-long-enough-for-hs256-0123456789';
 const TOKENS = { secret: SECRET, issuer: 'agent-fabric', audience: 'agent-fabric' };
-const PG_URL = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const N = Number(process.env.BENCH_N ?? 2000);
 const ENGINES = (process.env.BENCH_ENGINES ?? 'pglite,postgres').split(',').map((s) => s.trim());
 
-async function admin(sql: string): Promise<void> {
-  const c = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 3000 });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
-
-async function open(engine: string): Promise<{ db: Db; drop(): Promise<void> }> {
-  if (engine === 'pglite') {
-    const db = await openPglite();
-    return { db, drop: async () => db.close() };
-  }
-  const name = `bench_budget_${process.pid}_${randomBytes(3).toString('hex')}`;
-  await admin(`CREATE DATABASE ${name}`);
-  const u = new URL(PG_URL);
-  u.pathname = `/${name}`;
-  const db = await openPostgres({ url: u.toString(), poolSize: 10, connectTimeoutMs: 5000, statementTimeoutMs: 30_000 });
-  return { db, drop: async () => (await db.close(), await admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)) };
-}
-
 async function measure(engine: string): Promise<void> {
-  const { db, drop } = await open(engine);
+  const { db, drop } = await openBenchDb(engine, 'bench_budget');
   try {
     await migrate(db);
     await ensureDefaultTenant(db);

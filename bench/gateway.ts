@@ -14,50 +14,26 @@
  *   env: BENCH_ENGINES=pglite,postgres, BENCH_N=1000 (calls per side), BENCH_CONCURRENCY=8,
  *        BENCH_SECONDS=5 (per throughput measure), BENCH_PG_URL
  */
-import { randomBytes, randomUUID } from 'node:crypto';
-import pg from 'pg';
+import { randomUUID } from 'node:crypto';
 import { createTokenVerifier, mintToken } from '../src/auth/index.js';
 import { loadConfig } from '../src/config/index.js';
-import { migrate, openPglite, openPostgres, type Db } from '../src/db/index.js';
+import { migrate } from '../src/db/index.js';
 import { fakeUpstreamConfig, startFakeUpstream } from '../src/gateway/index.js';
 import { buildApp } from '../src/http/index.js';
 import { AgentScheduler } from '../src/queue/index.js';
 import { createLogger, setLogger } from '../src/telemetry/index.js';
 import { ensureDefaultTenant } from '../src/tenancy/index.js';
+import { openBenchDb } from './lib/db.js';
 import { fmt, percentile } from './lib/stats.js';
 
 setLogger(createLogger({ level: 'warn' }));
 const SECRET = 'bench-secret-that-is-long-enough-for-hs256-0123456789';
 const TOKENS = { secret: SECRET, issuer: 'agent-fabric', audience: 'agent-fabric' };
 const PROVIDER_KEY = 'sk-bench-provider-key';
-const PG_URL = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const N = Number(process.env.BENCH_N ?? 1000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 8);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ENGINES = (process.env.BENCH_ENGINES ?? 'pglite,postgres').split(',').map((s) => s.trim());
-
-async function admin(sql: string): Promise<void> {
-  const c = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 3000 });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
-
-async function open(engine: string): Promise<{ db: Db; drop(): Promise<void> }> {
-  if (engine === 'pglite') {
-    const db = await openPglite();
-    return { db, drop: async () => db.close() };
-  }
-  const name = `bench_gateway_${process.pid}_${randomBytes(3).toString('hex')}`;
-  await admin(`CREATE DATABASE ${name}`);
-  const u = new URL(PG_URL);
-  u.pathname = `/${name}`;
-  const db = await openPostgres({ url: u.toString(), poolSize: 10, connectTimeoutMs: 5000, statementTimeoutMs: 30_000 });
-  return { db, drop: async () => (await db.close(), await admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)) };
-}
 
 const BODY = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Summarise: the demo is next week.' }], max_tokens: 16 });
 
@@ -80,7 +56,7 @@ async function throughput(fn: (caller: number) => Promise<void>): Promise<number
 }
 
 async function measure(engine: string): Promise<void> {
-  const { db, drop } = await open(engine);
+  const { db, drop } = await openBenchDb(engine, 'bench_gateway');
   const fake = await startFakeUpstream();
   try {
     await migrate(db);

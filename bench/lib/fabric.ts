@@ -11,6 +11,7 @@ import { tasksTotal } from '../../src/telemetry/index.js';
 import { ensureDefaultTenant } from '../../src/tenancy/index.js';
 import { Worker, type Executor } from '../../src/worker/index.js';
 import type { HttpTarget } from './load.js';
+import { adminQuery, dbUrl, PG_ADMIN_URL } from './db.js';
 import { nowUs } from './stats.js';
 
 export type Engine = 'pglite' | 'postgres';
@@ -18,7 +19,7 @@ export type Engine = 'pglite' | 'postgres';
 const SECRET = 'bench-secret-that-is-long-enough-for-hs256-0123456789';
 const TOKEN_OPTIONS: TokenOptions = { secret: SECRET, issuer: 'agent-fabric', audience: 'agent-fabric' };
 
-export const PG_ADMIN_URL = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+export { PG_ADMIN_URL };
 
 /** Whether PostgreSQL answers at PG_ADMIN_URL; the reason when not. Also its version. */
 export async function probePostgres(): Promise<{ ok: true; version: string } | { ok: false; reason: string }> {
@@ -40,16 +41,6 @@ function redact(url: string): string {
   return u.toString();
 }
 
-async function admin(sql: string): Promise<void> {
-  const client = new pg.Client({ connectionString: PG_ADMIN_URL, connectionTimeoutMillis: 3000 });
-  await client.connect();
-  try {
-    await client.query(sql);
-  } finally {
-    await client.end();
-  }
-}
-
 async function waitForNoSessions(name: string, timeoutMs = 3000): Promise<void> {
   const client = new pg.Client({ connectionString: PG_ADMIN_URL, connectionTimeoutMillis: 3000 });
   await client.connect();
@@ -63,12 +54,6 @@ async function waitForNoSessions(name: string, timeoutMs = 3000): Promise<void> 
   } finally {
     await client.end();
   }
-}
-
-function dbUrl(name: string): string {
-  const u = new URL(PG_ADMIN_URL);
-  u.pathname = `/${name}`;
-  return u.toString();
 }
 
 export interface FabricOptions {
@@ -117,12 +102,12 @@ export class Fabric {
       this.db = await openPglite();
     } else {
       this.dbName = `bench_queue_${process.pid}_${randomBytes(3).toString('hex')}`;
-      await admin(`CREATE DATABASE ${this.dbName}`);
+      await adminQuery(`CREATE DATABASE ${this.dbName}`);
       // An experiment knob, off by default: how much of the cost is the commit flush.
       const sync = process.env.BENCH_PG_SYNCHRONOUS_COMMIT;
       if (sync) {
         if (!/^(on|off|local|remote_write|remote_apply)$/.test(sync)) throw new Error(`BENCH_PG_SYNCHRONOUS_COMMIT: ${sync}?`);
-        await admin(`ALTER DATABASE ${this.dbName} SET synchronous_commit = ${sync}`);
+        await adminQuery(`ALTER DATABASE ${this.dbName} SET synchronous_commit = ${sync}`);
       }
       this.db = await openPostgres({
         url: dbUrl(this.dbName),
@@ -213,7 +198,7 @@ export class Fabric {
     if (this.dbName) {
       // pg's pool.end() resolves before its connections have closed: let them go first.
       await waitForNoSessions(this.dbName);
-      await admin(`DROP DATABASE IF EXISTS ${this.dbName} WITH (FORCE)`);
+      await adminQuery(`DROP DATABASE IF EXISTS ${this.dbName} WITH (FORCE)`);
     }
   }
 }

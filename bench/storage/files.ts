@@ -14,13 +14,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import pg from 'pg';
 import { mintToken } from '../../src/auth/index.js';
 import { loadConfig } from '../../src/config/index.js';
 import { startFabric } from '../../src/server/index.js';
 import { multipartBody } from '../../test/support/multipart.js';
 import { startLocalS3, type LocalS3 } from '../../test/support/s3.js';
-import { PG_ADMIN_URL, probePostgres, type Engine } from '../lib/fabric.js';
+import { adminQuery, dbUrl } from '../lib/db.js';
+import { probePostgres, type Engine } from '../lib/fabric.js';
 import { fmt, median } from '../lib/stats.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
@@ -30,12 +30,6 @@ const PROVIDERS = (process.env.BENCH_PROVIDERS ?? 'local,s3').split(',') as ('lo
 const SECRET = randomBytes(32).toString('hex');
 const TARGET_MS = 2000;
 
-async function admin(sql: string): Promise<void> {
-  const c = new pg.Client({ connectionString: PG_ADMIN_URL });
-  await c.connect();
-  await c.query(sql).finally(() => c.end());
-}
-const dbUrl = (name: string) => Object.assign(new URL(PG_ADMIN_URL), { pathname: `/${name}` }).toString();
 
 /** Median milliseconds of RUNS calls of `fn` (after one warm-up). */
 async function timeMedian(fn: (i: number) => Promise<void>): Promise<number> {
@@ -70,7 +64,7 @@ async function fabricMs(engine: Engine, provider: 'local' | 's3', dir: string, s
   const dbName = `fabric_bench_files_${randomBytes(4).toString('hex')}`;
   const env: Record<string, string> = { FABRIC_DATA_DIR: path.join(dir, 'fabric'), FABRIC_JWT_SECRET: SECRET, PORT: '0', FABRIC_LOG_LEVEL: 'warn', ...(s3?.env ?? {}) };
   if (engine === 'postgres') {
-    await admin(`CREATE DATABASE ${dbName}`);
+    await adminQuery(`CREATE DATABASE ${dbName}`);
     env.DATABASE_URL = dbUrl(dbName);
   }
   const fabric = await startFabric(loadConfig(env), engine === 'postgres' ? 'serve' : 'dev', { workers: 0 });
@@ -97,7 +91,7 @@ async function fabricMs(engine: Engine, provider: 'local' | 's3', dir: string, s
     });
   } finally {
     await fabric.close();
-    if (engine === 'postgres') await admin(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+    if (engine === 'postgres') await adminQuery(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
   }
 }
 

@@ -29,26 +29,9 @@ export interface MeteredEvent {
   idempotency_key: string | null;
 }
 
-interface Row {
-  id: string;
-  created_at: Date;
-  period_start: Date;
-  tenant_id: string;
-  billing_subject: string | null;
-  workspace_id: string | null;
-  user_id: string | null;
-  agent_id: string | null;
-  task_id: string | null;
-  attempt: number | null;
-  session_id: string | null;
-  dimension: Dimension;
-  model: string | null;
-  input_tokens: string;
-  output_tokens: string;
-  quantity: string;
-  cost_micros: string;
-  idempotency_key: string | null;
-}
+/** Its row as read: the bigint columns arrive as text (exact). */
+type Row = Omit<MeteredEvent, 'input_tokens' | 'output_tokens' | 'quantity' | 'cost_micros' | 'overage_quantity' | 'overage_charge_micros'> &
+  Record<'input_tokens' | 'output_tokens' | 'quantity' | 'cost_micros', string>;
 
 /** Included quantity of `dimension` in ledger units; null = unlimited (no overage). */
 export function includedLedgerUnits(terms: PlanTerms | null, dimension: Dimension): bigint | null {
