@@ -3,11 +3,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { mintToken } from '../src/auth/index.js';
-import { detectSandboxHost, missingFor, prepareSandboxRoot, SandboxExecutor, UidPool } from '../src/sandbox/index.js';
-import { InProcessExecutor, type Worker } from '../src/worker/index.js';
-import { tokenOptions } from './support/app.js';
+import { detectSandboxHost, missingFor, prepareSandboxRoot } from '../src/sandbox/index.js';
+import type { Worker } from '../src/worker/index.js';
 import { setQuota } from './support/budget.js';
+import { testSandboxExecutor } from './support/sandbox.js';
 import { ENGINE } from './support/engine.js';
 import { gatewayAgent, metered, PROVIDER_KEY, startGatewayApp, type GatewayApp } from './support/gateway.js';
 import { startWorker, submit, terminal, waitForTask } from './support/queue.js';
@@ -30,15 +29,7 @@ describe(`model gateway from a container sandbox (${ENGINE})`, { skip }, () => {
     fs.copyFileSync(path.resolve('examples/summarizer/agent.mjs'), path.join(codeDir, 'agent.mjs'));
     fs.chmodSync(path.join(codeDir, 'agent.mjs'), 0o644);
     const dirs = prepareSandboxRoot(path.join(root, 'sandbox'));
-    const executor = new SandboxExecutor({
-      db: t.db,
-      inProcess: new InProcessExecutor({ root: process.cwd() }),
-      uids: new UidPool(dirs.uidsDir, 310_000, 50),
-      host: { ...dirs, bwrap: host.bwrap, cgroups: host.cgroups, tmpfsMb: 64 },
-      files: t.files,
-      apiUrl: t.base,
-      mintSessionToken: (c) => mintToken(tokenOptions, { sub: c.agentId, role: 'agent', tenant: c.tenantId, ttl: c.ttlSeconds, extra: { sid: c.sessionId } }),
-    });
+    const executor = testSandboxExecutor(t, dirs, { uidBase: 310_000, uidCount: 50, apiUrl: t.base, keepArtifacts: true });
     worker = await startWorker(t, executor);
   });
   after(async () => {

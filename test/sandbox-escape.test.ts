@@ -19,11 +19,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { mintToken } from '../src/auth/index.js';
-import { detectSandboxHost, missingFor, prepareSandboxRoot, SandboxExecutor, UidPool } from '../src/sandbox/index.js';
-import { InProcessExecutor, type Worker } from '../src/worker/index.js';
+import { detectSandboxHost, missingFor, prepareSandboxRoot } from '../src/sandbox/index.js';
+import type { Worker } from '../src/worker/index.js';
 import type { Task } from '../src/queue/index.js';
-import { startTestApp, tokenOptions, type TestApp } from './support/app.js';
+import { startTestApp, type TestApp } from './support/app.js';
+import { testSandboxExecutor } from './support/sandbox.js';
 import { ENGINE } from './support/engine.js';
 import { provisionAgent, startWorker, submit, terminal, waitForTask } from './support/queue.js';
 
@@ -296,15 +296,7 @@ describe(`sandbox escape suite (${ENGINE})`, { skip }, () => {
     t = await startTestApp({ config: { dataDir } });
     const dirs = prepareSandboxRoot(path.join(root, 'sandbox'));
     sessionsDir = dirs.sessionsDir;
-    const executor = new SandboxExecutor({
-      db: t.db,
-      inProcess: new InProcessExecutor({ root: process.cwd() }),
-      uids: new UidPool(dirs.uidsDir, UID_BASE, UID_COUNT),
-      host: { ...dirs, bwrap: host.bwrap, cgroups: host.cgroups, tmpfsMb: 64 },
-      apiUrl: 'http://127.0.0.1:8787',
-      mintSessionToken: (c) => mintToken(tokenOptions, { sub: c.agentId, role: 'agent', tenant: c.tenantId, ttl: c.ttlSeconds, extra: { sid: c.sessionId } }),
-      pidsLimit: PIDS_LIMIT,
-    });
+    const executor = testSandboxExecutor(t, dirs, { uidBase: UID_BASE, uidCount: UID_COUNT, pidsLimit: PIDS_LIMIT });
     worker = await startWorker(t, executor);
   });
   after(async () => {

@@ -3,10 +3,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { mintToken } from '../src/auth/index.js';
-import { detectSandboxHost, missingFor, prepareSandboxRoot, SandboxExecutor, UidPool } from '../src/sandbox/index.js';
-import { InProcessExecutor, type Worker } from '../src/worker/index.js';
-import { countRows, startTestApp, tokenOptions, type TestApp } from './support/app.js';
+import { detectSandboxHost, missingFor, prepareSandboxRoot } from '../src/sandbox/index.js';
+import type { Worker } from '../src/worker/index.js';
+import { countRows, startTestApp, type TestApp } from './support/app.js';
+import { testSandboxExecutor } from './support/sandbox.js';
 import { ENGINE } from './support/engine.js';
 import { provisionAgent, startWorker, submit, terminal, waitForTask } from './support/queue.js';
 
@@ -52,15 +52,7 @@ describe(`sandboxed execution (${ENGINE})`, { skip }, () => {
     fs.chmodSync(root, 0o755);
     const dirs = prepareSandboxRoot(path.join(root, 'sandbox'));
     for (const [name, src] of Object.entries(PROGRAMS)) fs.writeFileSync(path.join(codeDir, name), src, { mode: 0o644 });
-    const executor = new SandboxExecutor({
-      db: t.db,
-      inProcess: new InProcessExecutor({ root: process.cwd() }),
-      uids: new UidPool(dirs.uidsDir, 300_000, 100),
-      host: { ...dirs, bwrap: host.bwrap, cgroups: host.cgroups, tmpfsMb: 64 },
-      files: t.files,
-      apiUrl: 'http://127.0.0.1:8787',
-      mintSessionToken: (c) => mintToken(tokenOptions, { sub: c.agentId, role: 'agent', tenant: c.tenantId, ttl: c.ttlSeconds, extra: { sid: c.sessionId } }),
-    });
+    const executor = testSandboxExecutor(t, dirs, { uidBase: 300_000, uidCount: 100, keepArtifacts: true });
     worker = await startWorker(t, executor);
   });
   after(async () => {
