@@ -19,10 +19,12 @@ export async function readQueueCounts(q: Queryable): Promise<QueueCounts[]> {
   return r.rows;
 }
 
-/** Tasks now in the dead letters (not re-driven), per tenant (index tasks_dead_lettered, migration 0018). */
+/** Tasks now in the dead letters (not re-driven), per tenant, 0 for a tenant with none (index tasks_dead_lettered, migration 0018). */
 export async function readDeadLetterCounts(q: Queryable): Promise<{ tenant_id: string; dead_lettered: number }[]> {
   const r = await q.query<{ tenant_id: string; dead_lettered: number }>(
-    `SELECT tenant_id, count(*)::int AS dead_lettered FROM tasks WHERE status = 'dead_lettered' GROUP BY tenant_id`,
+    `SELECT tn.id AS tenant_id, count(t.id)::int AS dead_lettered
+       FROM tenants tn LEFT JOIN tasks t ON t.tenant_id = tn.id AND t.status = 'dead_lettered'
+      GROUP BY tn.id`,
   );
   return r.rows;
 }
