@@ -16,20 +16,19 @@ export interface AlertRule {
   factor: number;
   /** What the value means, in words, for messages. */
   describe(value: number, threshold: number): string;
-  unit: string;
 }
 
 const pct = (v: number) => `${Math.round(v * 100) / 100} %`;
 
 /** The defaults: the monitoring table of isolation-runtime-prd §9 and FR-TEL-6. */
 const DEFAULTS: Record<AlertRuleName, Omit<AlertRule, 'name' | 'enabled'>> = {
-  quota_tokens_pct: { threshold: 80, severity: 'warning', minEvents: 1, factor: 1, unit: '%', describe: (v, t) => `has used ${pct(v)} of its monthly token limit (alert above ${t} %)` },
-  queue_depth: { threshold: 75, severity: 'warning', minEvents: 1, factor: 1, unit: 'tasks', describe: (v, t) => `has ${v} tasks waiting in its queue (alert above ${t}; the queue takes 100)` },
-  tasks_dead_lettered: { threshold: 0, severity: 'critical', minEvents: 1, factor: 1, unit: 'tasks', describe: (v) => `has ${v} task(s) in the dead letters: list them with GET /api/dead-letters and re-drive with POST /api/tasks/:id/retry` },
-  transactions_rollback_rate: { threshold: 1, severity: 'critical', minEvents: 100, factor: 1, unit: '%', describe: (v, t) => `rolled back ${pct(v)} of its database transactions over the alert window (alert above ${t} %); the log has each rollback with its stack` },
-  files_storage_pct: { threshold: 90, severity: 'warning', minEvents: 1, factor: 1, unit: '%', describe: (v, t) => `keeps files filling ${pct(v)} of its storage limit (alert above ${t} %)` },
-  memory_embed_latency_p99: { threshold: 0.5, severity: 'warning', minEvents: 20, factor: 1, unit: 's', describe: (v, t) => `waited ${Math.round(v * 1000)} ms at p99 for its embedding provider over the alert window (alert above ${t * 1000} ms): investigate the provider` },
-  error_rate_anomaly: { threshold: 5, severity: 'critical', minEvents: 50, factor: 3, unit: '%', describe: (v, t) => `answered ${pct(v)} of requests and task attempts with an error over the alert window, above ${pct(t)} (its trailing baseline × factor, and at least the rule's threshold)` },
+  quota_tokens_pct: { threshold: 80, severity: 'warning', minEvents: 1, factor: 1, describe: (v, t) => `has used ${pct(v)} of its monthly token limit (alert above ${t} %)` },
+  queue_depth: { threshold: 75, severity: 'warning', minEvents: 1, factor: 1, describe: (v, t) => `has ${v} tasks waiting in its queue (alert above ${t})` },
+  tasks_dead_lettered: { threshold: 0, severity: 'critical', minEvents: 1, factor: 1, describe: (v) => `has ${v} task(s) in the dead letters: list them with GET /api/dead-letters and re-drive with POST /api/tasks/:id/retry` },
+  transactions_rollback_rate: { threshold: 1, severity: 'critical', minEvents: 100, factor: 1, describe: (v, t) => `rolled back ${pct(v)} of its database transactions over the alert window (alert above ${t} %); the log has each rollback with its stack` },
+  files_storage_pct: { threshold: 90, severity: 'warning', minEvents: 1, factor: 1, describe: (v, t) => `keeps files filling ${pct(v)} of its storage limit (alert above ${t} %)` },
+  memory_embed_latency_p99: { threshold: 0.5, severity: 'warning', minEvents: 20, factor: 1, describe: (v, t) => `waited ${Math.round(v * 1000)} ms at p99 for its embedding provider over the alert window (alert above ${t * 1000} ms): investigate the provider` },
+  error_rate_anomaly: { threshold: 5, severity: 'critical', minEvents: 50, factor: 3, describe: (v, t) => `answered ${pct(v)} of requests and task attempts with an error over the alert window, above ${pct(t)} (its trailing baseline × factor, and at least the rule's threshold)` },
 };
 
 /** The rules in force: defaults overridden by FABRIC_ALERT_RULES. */
