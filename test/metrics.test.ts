@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { startAlertRuntime } from '../src/alerts/index.js';
+import { CachedSignals, startAlertRuntime } from '../src/alerts/index.js';
 import { startBudgetRuntime } from '../src/budget/index.js';
 import { loadConfig } from '../src/config/index.js';
 import { withTransaction } from '../src/db/index.js';
@@ -109,6 +109,20 @@ describe(`metrics: agent-fabric.md §6 and the monitoring table of isolation-run
     assert.equal(put.statusCode, 200, put.body);
     assert.equal((await uploadFile(t, failing, 950)).statusCode, 201);
     assert.equal(metricValue(await scrape(t), 'agent_fabric_files_storage_pct', { tenant_id: DEFAULT, agent_id: failing }), 95);
+  });
+
+  it('table reads are cached: a scraper asking faster than FABRIC_METRICS_CACHE_MS gets the same read', async () => {
+    const agent = await provisionAgent(t);
+    await t.app.inject({ method: 'PATCH', url: `/api/agents/${agent}`, headers: await t.auth('admin'), payload: { status: 'paused' } });
+    const cached = new CachedSignals(t.db, 300);
+    const depth = async () => (await cached.read()).queues.find((q) => q.agent_id === agent)?.depth ?? 0;
+    const [first, concurrent] = await Promise.all([cached.read(), cached.read()]);
+    assert.equal(first, concurrent, 'concurrent gauges share one read');
+    assert.equal(await depth(), 0);
+    await submit(t, { agent_id: agent, type: 'x' });
+    assert.equal(await depth(), 0, 'within the ttl: the cached read, no query');
+    await new Promise((r) => setTimeout(r, 350));
+    assert.equal(await depth(), 1, 'after the ttl: read again');
   });
 
   it('memory_embed_latency_seconds observes every embedding call of semantic memory', async () => {
