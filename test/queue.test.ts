@@ -73,7 +73,7 @@ describe(`task queue: submit, run, retry, dead letter (${ENGINE})`, () => {
     assert.match(text, /agent_fabric_tasks_total\{agent_id="[0-9a-f-]{36}",status="completed"\} \d+/);
     assert.match(text, /agent_fabric_task_duration_seconds_count\{status="completed"\} \d+/);
     assert.match(text, /agent_fabric_task_claim_latency_seconds_count \d+/);
-    assert.match(text, new RegExp(`agent_fabric_queue_depth\\{agent_id="${agent}"\\} 1`));
+    assert.match(text, new RegExp(`agent_fabric_queue_depth\\{tenant_id="default",agent_id="${agent}"\\} 1`));
     assert.match(text, /agent_fabric_tasks_running/);
   });
 

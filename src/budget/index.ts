@@ -9,5 +9,5 @@ export { meterUsage, exhaustedLimit, stopForInsufficientFunds, type MeterInput, 
 export { resetPeriods } from './periods.js';
 export { dispatchBudgetAlerts } from './alerts.js';
 export { startBudgetRuntime, ALERTS_CHANNEL, type BudgetRuntime, type BudgetRuntimeOptions } from './runtime.js';
-export { tokensTotal, budgetUsageRatio, countTokens } from './metrics.js';
+export { tokensTotal, budgetUsageRatio, countTokens, readQuotaUsage, type QuotaUsage } from './metrics.js';
 export type { UsageItem, UsageReport } from './usage-item.js';

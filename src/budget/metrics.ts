@@ -1,11 +1,11 @@
 import { Counter, Gauge } from 'prom-client';
 import type { Queryable } from '../db/index.js';
-import { registry } from '../telemetry/index.js';
+import { agentLabel, registry } from '../telemetry/index.js';
 import type { UsageItem } from './usage-item.js';
 
 export const tokensTotal = new Counter({
   name: 'agent_fabric_tokens_total',
-  help: 'Model tokens recorded (input + output), by agent and model.',
+  help: 'Model tokens recorded (input + output), by agent and model (agent_id capped: FABRIC_METRICS_MAX_AGENT_LABELS, the rest "_other").',
   labelNames: ['agent_id', 'model'] as const,
   registers: [registry],
 });
@@ -19,7 +19,7 @@ export const budgetUsageRatio = new Gauge({
 
 /** Counts the tokens of recorded usage items. */
 export function countTokens(agentId: string, usage: readonly UsageItem[] | undefined): void {
-  for (const u of usage ?? []) if (u.dimension === 'tokens' && u.quantity > 0) tokensTotal.inc({ agent_id: agentId, model: u.model ?? 'unknown' }, u.quantity);
+  for (const u of usage ?? []) if (u.dimension === 'tokens' && u.quantity > 0) tokensTotal.inc({ agent_id: agentLabel(agentId), model: u.model ?? 'unknown' }, u.quantity);
 }
 
 /**
@@ -42,4 +42,26 @@ export async function refreshUsageRatios(q: Queryable, since: Date): Promise<num
   );
   for (const row of r.rows) budgetUsageRatio.set({ entity_id: row.entity_id }, row.ratio);
   return r.rows.length;
+}
+
+/** Token and storage use of one live agent's quota, 0–100 (as GET /api/agents/:id/quota computes them). */
+export interface QuotaUsage {
+  tenant_id: string;
+  agent_id: string;
+  tokens_pct: number;
+  storage_pct: number;
+}
+
+/** tokens_pct and storage_pct of every live agent's quota, every tenant (quota gauges and alert rules). */
+export async function readQuotaUsage(q: Queryable): Promise<QuotaUsage[]> {
+  const r = await q.query<QuotaUsage>(
+    `SELECT q.tenant_id, q.agent_id::text,
+            CASE WHEN q.monthly_token_limit > 0 THEN least(100, q.monthly_tokens_used * 100.0 / q.monthly_token_limit)
+                 WHEN q.monthly_tokens_used > 0 THEN 100 ELSE 0 END::float8 AS tokens_pct,
+            CASE WHEN q.storage_limit_bytes > 0 THEN least(100, q.storage_used_bytes * 100.0 / q.storage_limit_bytes)
+                 WHEN q.storage_used_bytes > 0 THEN 100 ELSE 0 END::float8 AS storage_pct
+       FROM agent_quotas q JOIN agents a ON a.id = q.agent_id AND a.tenant_id = q.tenant_id
+      WHERE a.deleted_at IS NULL`,
+  );
+  return r.rows;
 }

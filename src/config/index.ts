@@ -4,6 +4,8 @@ import path from 'node:path';
 import { z } from 'zod';
 
 export { createExclusive, ensurePrivateDir } from './datadir.js';
+import { alertsConfigFrom, metricsConfigFrom, monitoringEnv, type AlertsConfig, type MetricsConfig } from './monitoring.js';
+export { ALERT_RULE_NAMES, type AlertRuleName, type AlertRuleOverride, type AlertsConfig, type MetricsConfig } from './monitoring.js';
 
 /** Defaults for the quota row every provisioned agent gets (isolation-runtime-prd §3.5). */
 /** Plans, subscriptions and billing (README "Plans, subscriptions and billing"). */
@@ -183,6 +185,10 @@ export interface FabricConfig {
   gateway: GatewayConfig;
   /** Default task timeouts per agent runtime (`FABRIC_TIMEOUT_PROFILES`) and the hard ceiling (`FABRIC_TASK_TIMEOUT_CEILING_SECONDS`). */
   timeouts: { profiles: Record<string, number> & { default: number }; ceilingSeconds: number };
+  /** Alert rules and their evaluation (`FABRIC_ALERT_*`, README "Alert rules"). */
+  alerts: AlertsConfig;
+  /** Prometheus metrics: agent label cap, table gauge cache (`FABRIC_METRICS_*`, README "Metrics"). */
+  metrics: MetricsConfig;
 }
 
 const int = (min: number) => z.coerce.number().int().min(min);
@@ -268,6 +274,7 @@ const EnvSchema = z.object({
   FABRIC_GATEWAY_TENANT_RPM: int(0).default(6000),
   FABRIC_GATEWAY_TENANT_TPM: int(0).default(10_000_000),
   FABRIC_GATEWAY_CANCEL_POLL_MS: int(50).max(60_000).default(1000),
+  ...monitoringEnv,
 });
 
 /** `FABRIC_GATEWAY_UPSTREAMS`: [{name, base_url, api_key | api_key_env, models: {id: {input_micros_per_1m, output_micros_per_1m}}}], inline or in a file. */
@@ -372,6 +379,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     policies: { cacheSeconds: e.FABRIC_POLICY_CACHE_SECONDS, approvalExpiresSeconds: e.FABRIC_APPROVAL_EXPIRES_SECONDS, logFlushMs: e.FABRIC_POLICY_LOG_FLUSH_MS },
     billing: { defaultPlan: e.FABRIC_BILLING_DEFAULT_PLAN, overageCheckSeconds: e.FABRIC_BILLING_OVERAGE_CHECK_SECONDS },
     timeouts: { profiles: e.FABRIC_TIMEOUT_PROFILES, ceilingSeconds: e.FABRIC_TASK_TIMEOUT_CEILING_SECONDS },
+    alerts: alertsConfigFrom(e),
+    metrics: metricsConfigFrom(e),
     gateway: {
       upstreams: parseUpstreams(e.FABRIC_GATEWAY_UPSTREAMS, env),
       fake: e.FABRIC_GATEWAY_FAKE as GatewayConfig['fake'],

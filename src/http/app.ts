@@ -15,6 +15,7 @@ import { httpRequestDuration, httpRequestsTotal, logger, runWithContext } from '
 import { registerAuth } from './auth.js';
 import { handleError } from './errors.js';
 import { agentRoutes } from './routes/agents.js';
+import { alertRoutes } from './routes/alerts.js';
 import { approvalRoutes } from './routes/approvals.js';
 import { auditRoutes } from './routes/audit.js';
 import { policyRoutes } from './routes/policies.js';
@@ -143,6 +144,7 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   policyRoutes(app, deps, policies);
   approvalRoutes(app, deps, approvals);
   auditRoutes(app, deps);
+  alertRoutes(app, deps);
   const gateway = options.gateway ?? new Gateway({ db: deps.db, config: deps.config.gateway, verifyToken: deps.verifyToken, policy: policyEngineModelPolicy(policies, deps.db) });
   app.addHook('onClose', async () => gateway.close());
   await gatewayRoutes(app, gateway);

@@ -6,4 +6,4 @@ export { claimTasks, renewLeases, type ClaimedTask } from './claim.js';
 export { finishAttempt, finishCompletedBatch, releaseAttempt, recoverExpiredLeases, type AttemptOutcome, type FinishResult } from './finish.js';
 export type { Moved } from './transitions.js';
 export { getTask, getAttempts, listTasks, queueStats, type ListTasksOptions, type TaskAttemptView } from './queries.js';
-export { trackQueueMetrics } from './metrics.js';
+export { readQueueCounts, readDeadLetterCounts, type QueueCounts } from './metrics.js';

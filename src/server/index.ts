@@ -1,5 +1,6 @@
 import { createTokenVerifier, DEFAULT_TENANT_ID, loadOrCreateDevSecret, mintToken, type TokenOptions } from '../auth/index.js';
 import { BillingService, getPlan } from '../billing/index.js';
+import { startAlertRuntime, type AlertRuntime } from '../alerts/index.js';
 import { backfillAgentQuotas, budgetSubmitHook, startBudgetRuntime, type BudgetRuntime } from '../budget/index.js';
 import { ConfigError, type FabricConfig } from '../config/index.js';
 import { migrate, openDb, type Db } from '../db/index.js';
@@ -12,7 +13,7 @@ import { PolicyEngine, policySubmitHook } from '../policy/index.js';
 import { AgentScheduler } from '../queue/index.js';
 import { startSandboxRuntime, type SandboxRuntime } from '../sandbox/index.js';
 import { ensureDefaultTenant } from '../tenancy/index.js';
-import { createLogger, logger, setLogger } from '../telemetry/index.js';
+import { configureAgentLabels, createLogger, logger, setLogger } from '../telemetry/index.js';
 import { InProcessExecutor, Worker, type Executor } from '../worker/index.js';
 
 /** dev: everything on the embedded database; serve: the API (+ workers) on PostgreSQL; worker: workers only. */
@@ -89,6 +90,7 @@ function sessionTokenMinter(config: FabricConfig, options: TokenOptions | undefi
 /** Opens the database, migrates, seeds the default tenant, then starts the API and/or workers. */
 export async function startFabric(config: FabricConfig, mode: FabricMode, options: StartOptions = {}): Promise<RunningFabric> {
   setLogger(createLogger({ level: config.logLevel }));
+  configureAgentLabels({ enabled: config.metrics.agentLabels, maxAgents: config.metrics.maxAgentLabels });
   if (mode !== 'dev' && !config.databaseUrl)
     throw new ConfigError(`${mode} runs against PostgreSQL: set DATABASE_URL (use \`agent-fabric dev\` for the embedded database).`);
   // The database (and with it the data-dir lock) comes first, so two processes starting at
@@ -101,6 +103,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
   let artifactFiles: AgentFiles | undefined;
   let billing: BillingService | undefined;
   let budgets: BudgetRuntime | undefined;
+  let alerts: AlertRuntime | undefined;
   let fakeUpstream: FakeUpstream | undefined;
   let policies: PolicyEngine | undefined;
   try {
@@ -126,6 +129,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
       await app.listen({ port: config.port, host: config.host });
     }
     budgets = await startBudgetRuntime({ db, notifier, sweepSeconds: config.budgets.sweepSeconds });
+    alerts = startAlertRuntime({ db, notifier, config: config.alerts });
     const inProcess = new InProcessExecutor({ root: config.handlersDir });
     let executor: Executor = inProcess;
     if ((options.workers ?? 1) > 0) {
@@ -149,6 +153,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
   } catch (err) {
     await Promise.all(workers.map((w) => w.stop(0)));
     await budgets?.stop();
+    await alerts?.stop();
     await sandboxes?.close();
     await artifactFiles?.close();
     await app?.close().catch(() => {});
@@ -195,6 +200,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
       await app?.close();
       await Promise.all(workers.map((w) => w.stop(config.drainTimeoutSeconds * 1000)));
       await budgets?.stop();
+      await alerts?.stop();
       await sandboxes?.close();
       await artifactFiles?.close();
       await fakeUpstream?.close();

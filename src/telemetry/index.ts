@@ -1,3 +1,6 @@
 export { runWithContext, addToContext, currentContext, type LogContext } from './context.js';
 export { createLogger, logger, setLogger, REDACT_PATHS, type LoggerOptions } from './logger.js';
 export { registry, httpRequestsTotal, httpRequestDuration, transactionsTotal, tasksTotal, taskDuration, taskClaimLatency } from './metrics.js';
+export { agentLabel, capAgentSeries, configureAgentLabels, agentLabelOptions, OTHER_AGENTS, ALL_AGENTS, type AgentLabelOptions, type AgentSeries } from './agent-labels.js';
+export { memoryEmbedLatency, histogramQuantile, EMBED_LATENCY_BUCKETS } from './monitor-metrics.js';
+export { CounterWindows, sumCounts, FAILED_ATTEMPT_STATUSES, type WindowCounts, type WindowStats } from './window-stats.js';

@@ -28,7 +28,7 @@ export const transactionsTotal = new Counter({
 
 export const tasksTotal = new Counter({
   name: 'agent_fabric_tasks_total',
-  help: 'Task attempts that ended, by agent and the status the task moved to.',
+  help: 'Task attempts that ended, by agent and the status the task moved to (agent_id capped: FABRIC_METRICS_MAX_AGENT_LABELS, the rest "_other").',
   labelNames: ['agent_id', 'status'] as const,
   registers: [registry],
 });

@@ -16,3 +16,4 @@ export {
   getUser,
   createUser,
 } from './tenants.js';
+export { readActiveAgentCounts } from './metrics.js';

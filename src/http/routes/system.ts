@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { pendingMigrations } from '../../db/index.js';
-import { trackQueueMetrics } from '../../queue/index.js';
+import { trackTableMetrics } from '../../alerts/index.js';
 import { registry } from '../../telemetry/index.js';
 import type { App, AppDeps } from '../types.js';
 
@@ -13,7 +13,7 @@ const Ready = z.object({
 
 /** Liveness, readiness and Prometheus metrics; no authentication (scrapers and probes). */
 export function systemRoutes(app: App, deps: AppDeps): void {
-  trackQueueMetrics(deps.db);
+  trackTableMetrics(deps.db, deps.config.metrics.cacheMs);
   app.get('/healthz', { schema: { tags: ['system'], summary: 'Liveness: the process answers', response: { 200: Health } } }, async () => ({ status: 'ok' as const }));
 
   app.get(

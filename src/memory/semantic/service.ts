@@ -1,6 +1,7 @@
 import { withTransaction, type Db } from '../../db/index.js';
 import { embeddingSpace, type EmbeddingProvider } from '../../embeddings/index.js';
 import { conflict, FabricError } from '../../errors/index.js';
+import { memoryEmbedLatency } from '../../telemetry/index.js';
 import { ExactVectorIndex, type Hit } from './exact.js';
 import { hasPgvector, searchPgvector } from './pgvector.js';
 import { deleteMemory, insertMemories, memoriesByIds, memoriesOutside, moveMemories, spaceStates, type SemanticMemory, type Space } from './store.js';
@@ -52,7 +53,8 @@ export class SemanticMemoryService {
   }
 
   private async embed(texts: string[]): Promise<{ space: Space; vectors: Float32Array[] }> {
-    const vectors = (await this.provider.embed(texts)).map(unit);
+    const stopTimer = memoryEmbedLatency.startTimer(); // failed calls count too: a slow provider is slow either way
+    const vectors = (await this.provider.embed(texts).finally(stopTimer)).map(unit);
     const dimensions = vectors[0]!.length;
     if (vectors.some((v) => v.length !== dimensions))
       throw new FabricError(502, 'embedding_provider_error', 'The embedding provider returned vectors of different lengths in one answer.');
