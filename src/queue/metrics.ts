@@ -1,6 +1,6 @@
 import { Gauge } from 'prom-client';
 import type { Queryable } from '../db/index.js';
-import { registry } from '../telemetry/index.js';
+import { agentLabel, registry } from '../telemetry/index.js';
 
 /** Agents with the most unfinished tasks that get their own series; the rest are summed under agent_id="_other". */
 const MAX_AGENT_SERIES = 200;
@@ -8,6 +8,7 @@ const MAX_AGENT_SERIES = 200;
 let source: Queryable | undefined;
 
 interface Row {
+  tenant_id: string;
   agent_id: string;
   depth: number;
   running: number;
@@ -16,10 +17,10 @@ interface Row {
 async function readQueues(): Promise<Row[]> {
   if (!source) return [];
   const r = await source.query<Row>(
-    `SELECT agent_id::text, count(*) FILTER (WHERE status IN ('queued', 'waiting'))::int AS depth,
+    `SELECT tenant_id, agent_id::text, count(*) FILTER (WHERE status IN ('queued', 'waiting'))::int AS depth,
             count(*) FILTER (WHERE status = 'running')::int AS running
        FROM tasks WHERE status IN ('queued', 'waiting', 'running')
-      GROUP BY agent_id ORDER BY count(*) DESC`,
+      GROUP BY tenant_id, agent_id ORDER BY count(*) DESC`,
   );
   return r.rows;
 }
@@ -27,7 +28,7 @@ async function readQueues(): Promise<Row[]> {
 function setCapped(gauge: Gauge<'agent_id'>, rows: Row[], pick: (r: Row) => number): void {
   gauge.reset();
   let other = 0;
-  rows.forEach((r, i) => (i < MAX_AGENT_SERIES ? gauge.set({ agent_id: r.agent_id }, pick(r)) : (other += pick(r))));
+  rows.forEach((r, i) => (i < MAX_AGENT_SERIES ? gauge.inc({ agent_id: agentLabel(r.tenant_id, r.agent_id) }, pick(r)) : (other += pick(r))));
   if (other > 0) gauge.set({ agent_id: '_other' }, other);
 }
 

@@ -17,7 +17,7 @@ import {
   type FinishResult,
   type QueueOptions,
 } from '../queue/index.js';
-import { logger, runWithContext, taskClaimLatency, taskDuration, tasksTotal } from '../telemetry/index.js';
+import { agentLabel, logger, runWithContext, taskClaimLatency, taskDuration, tasksTotal } from '../telemetry/index.js';
 import { countTokens } from '../budget/metrics.js';
 import { getAgent, type Agent } from '../tenancy/index.js';
 import { AttemptLog } from './attempt-log.js';
@@ -241,8 +241,8 @@ export class Worker {
           ? await this.completeSoon(claim, outcome.result, outcome.usage)
           : await finishAttempt(this.db, claim, outcome, this.queue);
     if (result.status === 'stale') return;
-    countTokens(claim.task.agent_id, outcome.usage);
-    tasksTotal.inc({ agent_id: claim.task.agent_id, status: result.status });
+    countTokens(claim.task.tenant_id, claim.task.agent_id, outcome.usage);
+    tasksTotal.inc({ agent_id: agentLabel(claim.task.tenant_id, claim.task.agent_id), status: result.status });
     taskDuration.observe({ status: result.status }, Number(process.hrtime.bigint() - started) / 1e9);
     if (result.status === 'dead_lettered') {
       await this.options.notifier.send({
