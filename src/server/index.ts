@@ -129,6 +129,8 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
       fakeUpstream = gateway.fake;
       app = await buildApp({ db, config: gateway.config, verifyToken: createTokenVerifier(tokens.options), scheduler }, { billing, policies: policyEngine, operator });
       await app.listen({ port: config.port, host: config.host });
+      if (!config.metricsToken && !['127.0.0.1', 'localhost', '::1'].includes(config.host))
+        logger().warn({ host: config.host }, '/metrics is open to anyone who reaches this address: set FABRIC_METRICS_TOKEN (README "Inter-component authentication")');
     }
     budgets = await startBudgetRuntime({ db, notifier, sweepSeconds: config.budgets.sweepSeconds });
     const inProcess = new InProcessExecutor({ root: config.handlersDir });
