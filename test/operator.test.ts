@@ -227,6 +227,28 @@ describe(`operator controls: runtime settings, kill switch, zero-telemetry (${EN
     });
   });
 
+  describe('manual quota adjustment', () => {
+    it("a platform_admin adjusts any tenant's agent quota (x-fabric-tenant); audited with before/after and reason; a tenant admin cannot reach another tenant's agent", async () => {
+      const agent = await agentIn('globex');
+      const res = await t.app.inject({
+        method: 'POST',
+        url: `/api/agents/${agent}/quota/adjustments`,
+        headers: { ...(await as('platform_admin')), 'x-fabric-tenant': 'globex' },
+        payload: { tokens_delta: 1234, reason: 'operator correction' },
+      });
+      assert.equal(res.statusCode, 200, res.body);
+      assert.equal(res.json().quota.monthly_tokens_used, 1234);
+      const row = (await audits('agent.quota.adjust')).at(-1)!;
+      assert.equal(row.tenant_id, 'globex');
+      assert.equal(row.actor_sub, 'test-platform_admin');
+      assert.equal((row.before as { monthly_tokens_used: number }).monthly_tokens_used, 0);
+      assert.equal((row.after as { monthly_tokens_used: number; reason: string }).monthly_tokens_used, 1234);
+      assert.equal((row.after as { reason: string }).reason, 'operator correction');
+      const other = await t.app.inject({ method: 'POST', url: `/api/agents/${agent}/quota/adjustments`, headers: await as('admin', 'acme'), payload: { tokens_delta: 1, reason: 'sneaky' } });
+      assert.equal(other.statusCode, 404, 'another tenant’s agent is invisible');
+    });
+  });
+
   describe('zero-telemetry mode', () => {
     it('with the mode on, the tenant’s per-agent metric series and success access lines are gone; audit rows and refusals are kept', async () => {
       worker ??= await startWorker(t, executor, { concurrency: 4 });
