@@ -216,6 +216,7 @@ describe(`operator controls: runtime settings, kill switch, zero-telemetry (${EN
       }
       const list = await t.app.inject({ method: 'GET', url: '/api/admin/kill-switch', headers: await as('admin', 'acme') });
       assert.equal(list.json().kill_switches[0].scope, 'global');
+      assert.match(await registry.metrics(), /agent_fabric_kill_switches_engaged\{scope="global",mode="drain"\} 1/);
       worker = await startWorker(t, executor, { concurrency: 4 });
       await sleep(1200);
       assert.equal(await statusOf('acme', queued), 'queued', 'a global switch stops every start');

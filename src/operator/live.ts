@@ -2,6 +2,7 @@ import type { Db } from '../db/index.js';
 import { safeListener } from '../db/index.js';
 import { logger, setZeroTelemetryLookup } from '../telemetry/index.js';
 import { listKillSwitches, type KillSwitch } from './kill-switch.js';
+import { noteKillSwitches } from './metrics.js';
 import { OPERATOR_CHANNEL, SETTINGS, type SettingKey, type SettingValues } from './settings.js';
 
 export interface OperatorStateOptions {
@@ -80,6 +81,7 @@ export class OperatorState {
     this.global = global;
     this.tenants = tenants;
     this.switches = switches;
+    noteKillSwitches(switches);
     this.applyLogLevel();
   }
 
