@@ -59,7 +59,7 @@ export async function meterUsage(tx: Tx, m: MeterInput): Promise<MeterResult> {
     key: m.key,
   };
   await tx.query('SELECT fabric_budget_settle($1::jsonb, false)', [JSON.stringify([{ id: m.taskId, attempt: task.attempts, usage: [item] }])]);
-  countTokens(task.agent_id, [item]);
+  countTokens(m.tenantId, task.agent_id, [item]);
   const exhausted = await exhaustedLimit(tx, task.agent_id);
   const stopped = exhausted ? await stopForInsufficientFunds(tx, m.tenantId, m.taskId, exhausted) : false;
   return { exhausted, stopped };

@@ -17,9 +17,10 @@ export const budgetUsageRatio = new Gauge({
   registers: [registry],
 });
 
-/** Counts the tokens of recorded usage items. */
-export function countTokens(agentId: string, usage: readonly UsageItem[] | undefined): void {
-  for (const u of usage ?? []) if (u.dimension === 'tokens' && u.quantity > 0) tokensTotal.inc({ agent_id: agentLabel(agentId), model: u.model ?? 'unknown' }, u.quantity);
+/** Counts the tokens of recorded usage items (agent label withheld for a tenant in zero-telemetry mode). */
+export function countTokens(tenantId: string, agentId: string, usage: readonly UsageItem[] | undefined): void {
+  const agent = agentLabel(tenantId, agentId);
+  for (const u of usage ?? []) if (u.dimension === 'tokens' && u.quantity > 0) tokensTotal.inc({ agent_id: agent, model: u.model ?? 'unknown' }, u.quantity);
 }
 
 /**
@@ -27,20 +28,21 @@ export function countTokens(agentId: string, usage: readonly UsageItem[] | undef
  * budget runtime calls it every sweep, so the gauge follows spend from every process).
  */
 export async function refreshUsageRatios(q: Queryable, since: Date): Promise<number> {
-  const r = await q.query<{ entity_id: string; ratio: number }>(
-    `SELECT agent_id::text AS entity_id,
+  const r = await q.query<{ tenant_id: string; agent: boolean; entity_id: string; ratio: number }>(
+    `SELECT tenant_id, true AS agent, agent_id::text AS entity_id,
             greatest(CASE WHEN monthly_token_limit > 0 THEN monthly_tokens_used::float8 / monthly_token_limit END,
                      CASE WHEN monthly_cost_limit_usd > 0 THEN (monthly_cost_used_usd / monthly_cost_limit_usd)::float8 END, 0) AS ratio
        FROM agent_quotas WHERE updated_at >= $1
      UNION ALL
-     SELECT id::text,
+     SELECT tenant_id, false, id::text,
             greatest(CASE WHEN max_tokens_per_day > 0 THEN tokens_used::float8 / (max_tokens_per_day + tokens_carried) END,
                      CASE WHEN max_cost_per_day_micros > 0 THEN cost_used_micros::float8 / (max_cost_per_day_micros + cost_carried_micros) END,
                      CASE WHEN max_compute_seconds_per_day > 0 THEN compute_ms_used::float8 / (max_compute_seconds_per_day * 1000 + compute_ms_carried) END, 0)
        FROM budgets WHERE updated_at >= $1`,
     [since],
   );
-  for (const row of r.rows) budgetUsageRatio.set({ entity_id: row.entity_id }, row.ratio);
+  // an agent of a tenant in zero-telemetry mode gets no series of its own (README "Zero-telemetry mode")
+  for (const row of r.rows) if (!row.agent || agentLabel(row.tenant_id, row.entity_id) === row.entity_id) budgetUsageRatio.set({ entity_id: row.entity_id }, row.ratio);
   return r.rows.length;
 }
 

@@ -183,6 +183,8 @@ export interface FabricConfig {
   policies: { cacheSeconds: number; approvalExpiresSeconds: number; logFlushMs: number };
   billing: BillingConfig;
   gateway: GatewayConfig;
+  /** Bearer token GET /metrics requires (`FABRIC_METRICS_TOKEN`, ≥ 32 characters); unset = /metrics is open (bind the API to loopback or keep /metrics off the public path). */
+  metricsToken: string | undefined;
   /** Default task timeouts per agent runtime (`FABRIC_TIMEOUT_PROFILES`) and the hard ceiling (`FABRIC_TASK_TIMEOUT_CEILING_SECONDS`). */
   timeouts: { profiles: Record<string, number> & { default: number }; ceilingSeconds: number };
   /** Alert rules and their evaluation (`FABRIC_ALERT_*`, README "Alert rules"). */
@@ -275,6 +277,7 @@ const EnvSchema = z.object({
   FABRIC_GATEWAY_TENANT_TPM: int(0).default(10_000_000),
   FABRIC_GATEWAY_CANCEL_POLL_MS: int(50).max(60_000).default(1000),
   ...monitoringEnv,
+  FABRIC_METRICS_TOKEN: z.string().regex(/^[A-Za-z0-9._~+/=-]{32,512}$/, 'must be 32–512 characters of letters, digits and ._~+/=- (e.g. openssl rand -hex 32)').optional(),
 });
 
 /** `FABRIC_GATEWAY_UPSTREAMS`: [{name, base_url, api_key | api_key_env, models: {id: {input_micros_per_1m, output_micros_per_1m}}}], inline or in a file. */
@@ -381,6 +384,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     timeouts: { profiles: e.FABRIC_TIMEOUT_PROFILES, ceilingSeconds: e.FABRIC_TASK_TIMEOUT_CEILING_SECONDS },
     alerts: alertsConfigFrom(e),
     metrics: metricsConfigFrom(e),
+    metricsToken: e.FABRIC_METRICS_TOKEN,
     gateway: {
       upstreams: parseUpstreams(e.FABRIC_GATEWAY_UPSTREAMS, env),
       fake: e.FABRIC_GATEWAY_FAKE as GatewayConfig['fake'],

@@ -11,6 +11,7 @@ export { openPostgres, type PostgresOptions } from './postgres.js';
 export { DataDirLockedError } from './lockfile.js';
 export { encodeCursor, decodeCursor, type PageCursor } from './cursor.js';
 export { TenantFlagCache } from './tenant-flag-cache.js';
+export { safeListener } from './listeners.js';
 export { PG_CODES, pgCode, isUnavailableError } from './errors.js';
 
 /** The configuration fields that choose and tune the engine. */

@@ -132,6 +132,6 @@ export async function settleCall(db: Db, caller: Caller, key: string, c: CallRec
   ]);
   db.notifySoon(EVENTS_CHANNEL);
   const out = r.rows[0]!.r;
-  if (item) countTokens(out.agent_id ?? caller.agentId, [item]);
+  if (item) countTokens(caller.tenantId, out.agent_id ?? caller.agentId, [item]);
   return { exhausted: out.exhausted, stopped: out.stopped };
 }

@@ -48,7 +48,8 @@ const MAX_KEYS = 100_000;
 
 export class RateLimiter {
   private readonly buckets = new Map<string, Bucket>();
-  constructor(private readonly limits: RateLimits, private readonly now: () => number = Date.now) {}
+  /** `limits` may be a function of the tenant, read on every call (operator runtime settings change them live). */
+  constructor(private readonly limits: RateLimits | ((tenantId: string) => RateLimits), private readonly now: () => number = Date.now) {}
 
   private bucket(key: string, perMinute: number): Bucket {
     let b = this.buckets.get(key);
@@ -61,12 +62,13 @@ export class RateLimiter {
   }
 
   private pairs(agentId: string, tenantId: string, tokens: number) {
-    const l = this.limits;
+    const l = typeof this.limits === 'function' ? this.limits(tenantId) : this.limits;
+    // the limit is part of the key: a changed limit starts a fresh bucket of the new size
     return [
-      ['agent_rpm', `ar:${agentId}`, l.agentRpm, 1],
-      ['agent_tpm', `at:${agentId}`, l.agentTpm, tokens],
-      ['tenant_rpm', `tr:${tenantId}`, l.tenantRpm, 1],
-      ['tenant_tpm', `tt:${tenantId}`, l.tenantTpm, tokens],
+      ['agent_rpm', `ar:${agentId}:${l.agentRpm}`, l.agentRpm, 1],
+      ['agent_tpm', `at:${agentId}:${l.agentTpm}`, l.agentTpm, tokens],
+      ['tenant_rpm', `tr:${tenantId}:${l.tenantRpm}`, l.tenantRpm, 1],
+      ['tenant_tpm', `tt:${tenantId}:${l.tenantTpm}`, l.tenantTpm, tokens],
     ] as const;
   }
 

@@ -11,7 +11,7 @@ import { admitCall, settleCall, type CallRecord, type WorstCase } from './ledger
 import { gatewayCalls, upstreamLatency } from './metrics.js';
 import { agentConfigPolicy, type ModelPolicy } from './policy.js';
 import { costMicros } from './pricing.js';
-import { RateLimiter } from './rate-limit.js';
+import { RateLimiter, type RateLimits } from './rate-limit.js';
 import { eventData, SseSplitter } from './sse.js';
 import { chatPromptTokens, embeddingInputTokens, textTokens } from './tokens.js';
 import { ModelCatalog, scrub, type ModelRoute } from './upstreams.js';
@@ -32,6 +32,8 @@ export interface GatewayOptions {
   verifyToken: TokenVerifier;
   /** Which models an agent may use; default its AgentConfig (the policy engine plugs in here). */
   policy?: ModelPolicy;
+  /** Rate limits per tenant, read on every call (the operator's runtime settings); default config's. */
+  rateLimits?: (tenantId: string) => RateLimits;
 }
 
 type Kind = 'chat' | 'embeddings';
@@ -71,7 +73,7 @@ export class Gateway {
 
   constructor(private readonly o: GatewayOptions) {
     this.catalog = new ModelCatalog(o.config.upstreams);
-    this.limiter = new RateLimiter(o.config);
+    this.limiter = new RateLimiter(o.rateLimits ?? o.config);
     this.cancels = new CancelWatch(o.db, o.config.cancelPollMs);
     this.policy = o.policy ?? agentConfigPolicy;
     this.secrets = this.catalog.secrets();

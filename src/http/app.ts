@@ -7,16 +7,18 @@ import type { Clock } from '../clock/index.js';
 import { FabricError } from '../errors/index.js';
 import { Gateway, policyEngineModelPolicy } from '../gateway/index.js';
 import { ApprovalWatch, PolicyEngine } from '../policy/index.js';
+import { OperatorState, operatorRateLimits } from '../operator/index.js';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { EventHubOptions } from '../events/index.js';
 import type { ProvisionOptions } from '../tenancy/index.js';
 import type { SemanticMemoryService } from '../memory/semantic/index.js';
-import { httpRequestDuration, httpRequestsTotal, logger, runWithContext } from '../telemetry/index.js';
+import { httpRequestDuration, httpRequestsTotal, logger, runWithContext, telemetryAllowed } from '../telemetry/index.js';
 import { registerAuth } from './auth.js';
 import { handleError } from './errors.js';
 import { agentRoutes } from './routes/agents.js';
 import { alertRoutes } from './routes/alerts.js';
 import { approvalRoutes } from './routes/approvals.js';
+import { adminRoutes } from './routes/admin.js';
 import { auditRoutes } from './routes/audit.js';
 import { policyRoutes } from './routes/policies.js';
 import { budgetRoutes } from './routes/budgets.js';
@@ -50,6 +52,8 @@ export interface AppOptions {
   gateway?: Gateway;
   /** The policy engine (the server shares one with the scheduler's submit hook and the workers); default: one of the app's own, closed with it. */
   policies?: PolicyEngine;
+  /** Runtime settings and kill switches (the server shares one with the scheduler's kill-switch hook); default: one of the app's own, closed with it. */
+  operator?: OperatorState;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -102,6 +106,8 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
     const labels = { method: req.method, route, status: String(reply.statusCode) };
     httpRequestsTotal.inc(labels);
     httpRequestDuration.observe(labels, reply.elapsedTime / 1000);
+    // zero-telemetry tenants: no access line for what succeeded; refusals (≥ 400) are security records
+    if (reply.statusCode < 400 && !telemetryAllowed('access_log', req.principal?.tenantId)) return;
     const line = { method: req.method, route, status: reply.statusCode, duration_ms: Math.round(reply.elapsedTime * 100) / 100, sub: req.principal?.sub };
     if (QUIET_ROUTES.has(route)) logger().debug(line, 'request');
     else logger().info(line, 'request');
@@ -145,7 +151,15 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   approvalRoutes(app, deps, approvals);
   auditRoutes(app, deps);
   alertRoutes(app, deps);
-  const gateway = options.gateway ?? new Gateway({ db: deps.db, config: deps.config.gateway, verifyToken: deps.verifyToken, policy: policyEngineModelPolicy(policies, deps.db) });
+  const operator = options.operator ?? new OperatorState(deps.db);
+  if (!options.operator) {
+    await operator.start();
+    app.addHook('onClose', async () => operator.close());
+  }
+  adminRoutes(app, deps, operator);
+  const gateway =
+    options.gateway ??
+    new Gateway({ db: deps.db, config: deps.config.gateway, verifyToken: deps.verifyToken, policy: policyEngineModelPolicy(policies, deps.db), rateLimits: operatorRateLimits(operator, deps.config.gateway) });
   app.addHook('onClose', async () => gateway.close());
   await gatewayRoutes(app, gateway);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());

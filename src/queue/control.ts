@@ -81,3 +81,18 @@ export async function cancelAgentTasks(tx: Tx, tenantId: string, agentId: string
   await announce(tx, [...r.rows, ...downstream, ...running.rows]);
   return r.rows.length + running.rows.length;
 }
+
+/**
+ * Asks every running task of a tenant (null: of every tenant) to cancel, as a cancel request
+ * does: their workers fire the attempts' AbortSignals (sandboxes stop, the gateway aborts
+ * in-flight model calls) and record `cancelled`. Queued tasks are left alone. Returns how many.
+ */
+export async function requestCancelRunning(tx: Tx, tenantId: string | null, why: { code: string; message: string }): Promise<number> {
+  const running = await tx.query<TaskRow>(
+    `UPDATE tasks SET cancel_requested = true, revision = revision + 1, updated_at = now()
+      WHERE ($1::text IS NULL OR tenant_id = $1) AND status = 'running' AND NOT cancel_requested RETURNING *`,
+    [tenantId],
+  );
+  await announce(tx, running.rows.map((row) => ({ ...row, error: why })));
+  return running.rows.length;
+}

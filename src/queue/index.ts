@@ -1,6 +1,6 @@
 export * from './schemas.js';
 export { AgentScheduler } from './scheduler.js';
-export { cancelAgentTasks } from './control.js';
+export { cancelAgentTasks, requestCancelRunning } from './control.js';
 export { DEFAULT_QUEUE_OPTIONS, READY_CHANNEL, retryDelaySeconds, type QueueOptions, type SubmitHook } from './options.js';
 export { claimTasks, renewLeases, type ClaimedTask } from './claim.js';
 export { finishAttempt, finishCompletedBatch, releaseAttempt, recoverExpiredLeases, type AttemptOutcome, type FinishResult } from './finish.js';

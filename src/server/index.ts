@@ -9,6 +9,7 @@ import { fakeUpstreamConfig, startFakeUpstream, type FakeUpstream } from '../gat
 import { buildApp, sweepIdempotencyKeys, type App } from '../http/index.js';
 import { sweepExpiredMemory } from '../memory/index.js';
 import { createNotifier } from '../notify/index.js';
+import { killSwitchSubmitHook, OperatorState } from '../operator/index.js';
 import { PolicyEngine, policySubmitHook } from '../policy/index.js';
 import { AgentScheduler } from '../queue/index.js';
 import { startSandboxRuntime, type SandboxRuntime } from '../sandbox/index.js';
@@ -106,6 +107,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
   let alerts: AlertRuntime | undefined;
   let fakeUpstream: FakeUpstream | undefined;
   let policies: PolicyEngine | undefined;
+  let operator: OperatorState | undefined;
   try {
     await migrate(db);
     await ensureDefaultTenant(db);
@@ -120,13 +122,18 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
     policies = new PolicyEngine({ db, notifier, cacheSeconds: config.policies.cacheSeconds, approvalExpiresSeconds: config.policies.approvalExpiresSeconds, decisionLog: { flushMs: config.policies.logFlushMs } });
     await policies.start();
     const policyEngine = policies;
+    // runtime settings (log level, rate limits, zero-telemetry) and kill switches, live in every mode
+    operator = new OperatorState(db, { baseLogLevel: config.logLevel });
+    await operator.start();
     if (mode !== 'worker') {
       tokens = resolveTokenOptions(config, mode);
-      const scheduler = new AgentScheduler(db, { leaseSeconds: config.taskLeaseSeconds, timeouts: config.timeouts, onSubmit: [policySubmitHook(policyEngine), billing.submitHook, budgetSubmitHook({ reservationTtlSeconds: config.budgets.reservationTtlSeconds })] });
+      const scheduler = new AgentScheduler(db, { leaseSeconds: config.taskLeaseSeconds, timeouts: config.timeouts, onSubmit: [killSwitchSubmitHook(operator), policySubmitHook(policyEngine), billing.submitHook, budgetSubmitHook({ reservationTtlSeconds: config.budgets.reservationTtlSeconds })] });
       const gateway = await withFakeUpstream(config, mode);
       fakeUpstream = gateway.fake;
-      app = await buildApp({ db, config: gateway.config, verifyToken: createTokenVerifier(tokens.options), scheduler }, { billing, policies: policyEngine });
+      app = await buildApp({ db, config: gateway.config, verifyToken: createTokenVerifier(tokens.options), scheduler }, { billing, policies: policyEngine, operator });
       await app.listen({ port: config.port, host: config.host });
+      if (!config.metricsToken && !['127.0.0.1', 'localhost', '::1'].includes(config.host))
+        logger().warn({ host: config.host }, '/metrics is open to anyone who reaches this address: set FABRIC_METRICS_TOKEN (README "Inter-component authentication")');
     }
     budgets = await startBudgetRuntime({ db, notifier, sweepSeconds: config.budgets.sweepSeconds });
     alerts = startAlertRuntime({ db, notifier, config: config.alerts });
@@ -159,6 +166,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
     await app?.close().catch(() => {});
     await fakeUpstream?.close();
     await policies?.close();
+    await operator?.close();
     await db.close();
     throw err;
   }
@@ -205,6 +213,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
       await artifactFiles?.close();
       await fakeUpstream?.close();
       await policies?.close();
+      await operator?.close();
       await db.close();
     },
   };

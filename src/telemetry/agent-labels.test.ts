@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import { agentLabel, capAgentSeries, configureAgentLabels } from './agent-labels.js';
+import { setZeroTelemetryLookup } from './zero-telemetry.js';
 import { histogramQuantile } from './monitor-metrics.js';
 
 describe('agent label cap', () => {
@@ -30,12 +31,24 @@ describe('agent label cap', () => {
       { tenant_id: 't', agent_id: '_all', value: 56 },
       { tenant_id: 'u', agent_id: '_all', value: 7 },
     ]);
-    assert.equal(agentLabel('a'), '_all');
+    assert.equal(agentLabel('t', 'a'), '_all');
   });
 
   it('counters: the first agents counted keep their label, later ones are "_other"', () => {
     configureAgentLabels({ maxAgents: 2 });
-    assert.deepEqual(['a', 'b', 'c', 'a', 'c'].map(agentLabel), ['a', 'b', '_other', 'a', '_other']);
+    assert.deepEqual(['a', 'b', 'c', 'a', 'c'].map((a) => agentLabel('t', a)), ['a', 'b', '_other', 'a', '_other']);
+  });
+
+  it('a tenant in zero-telemetry mode: its agents have no series of their own, in counters or gauges', () => {
+    const remove = setZeroTelemetryLookup((tenant) => tenant === 'u');
+    try {
+      assert.equal(agentLabel('u', 'c'), '_zero_telemetry');
+      assert.equal(agentLabel('t', 'a'), 'a');
+      assert.deepEqual(capAgentSeries(rows, 'sum').at(-1), { tenant_id: 'u', agent_id: '_zero_telemetry', value: 7 });
+      assert.ok(!capAgentSeries(rows, 'sum').some((r) => r.agent_id === 'c'));
+    } finally {
+      remove();
+    }
   });
 });
 

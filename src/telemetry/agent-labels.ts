@@ -1,3 +1,5 @@
+import { telemetryAllowed, ZERO_TELEMETRY_LABEL } from './zero-telemetry.js';
+
 /**
  * The one cap on agent_id label values, used by every metric that has an agent_id label: agent
  * ids are unbounded, and each value is a series Prometheus keeps. With labels off, every series
@@ -30,9 +32,11 @@ export function agentLabelOptions(): AgentLabelOptions {
 
 /**
  * The agent_id label value for a counter: the agent's id for the first `maxAgents` agents this
- * process counts, then "_other" (a counter cannot give its series back, so first come wins).
+ * process counts, then "_other" (a counter cannot give its series back, so first come wins);
+ * "_zero_telemetry" for every agent of a tenant in zero-telemetry mode.
  */
-export function agentLabel(agentId: string): string {
+export function agentLabel(tenantId: string | null | undefined, agentId: string): string {
+  if (!telemetryAllowed('agent_metrics', tenantId)) return ZERO_TELEMETRY_LABEL;
   if (!options.enabled) return ALL_AGENTS;
   if (counted.has(agentId)) return agentId;
   if (counted.size >= options.maxAgents) return OTHER_AGENTS;
@@ -53,10 +57,21 @@ export interface AgentSeries {
  */
 export function capAgentSeries(rows: readonly AgentSeries[], fold: 'sum' | 'max'): AgentSeries[] {
   const combine = (a: number, b: number) => (fold === 'sum' ? a + b : Math.max(a, b));
-  const sorted = [...rows].sort((a, b) => b.value - a.value);
+  // agents of a tenant in zero-telemetry mode never get a series of their own
+  const hidden = new Map<string, number>();
+  const visible: AgentSeries[] = [];
+  for (const r of rows) {
+    if (telemetryAllowed('agent_metrics', r.tenant_id)) visible.push(r);
+    else hidden.set(r.tenant_id, combine(hidden.get(r.tenant_id) ?? 0, r.value));
+  }
+  const sorted = visible.sort((a, b) => b.value - a.value);
   const kept = options.enabled ? sorted.slice(0, options.maxAgents) : [];
   const folded = new Map<string, number>();
   for (const r of options.enabled ? sorted.slice(options.maxAgents) : sorted) folded.set(r.tenant_id, combine(folded.get(r.tenant_id) ?? 0, r.value));
   const label = options.enabled ? OTHER_AGENTS : ALL_AGENTS;
-  return [...kept, ...[...folded].map(([tenant_id, value]) => ({ tenant_id, agent_id: label, value }))];
+  return [
+    ...kept,
+    ...[...folded].map(([tenant_id, value]) => ({ tenant_id, agent_id: label, value })),
+    ...[...hidden].map(([tenant_id, value]) => ({ tenant_id, agent_id: ZERO_TELEMETRY_LABEL, value })),
+  ];
 }

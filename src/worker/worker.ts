@@ -241,8 +241,8 @@ export class Worker {
           ? await this.completeSoon(claim, outcome.result, outcome.usage)
           : await finishAttempt(this.db, claim, outcome, this.queue);
     if (result.status === 'stale') return;
-    countTokens(claim.task.agent_id, outcome.usage);
-    tasksTotal.inc({ agent_id: agentLabel(claim.task.agent_id), status: result.status });
+    countTokens(claim.task.tenant_id, claim.task.agent_id, outcome.usage);
+    tasksTotal.inc({ agent_id: agentLabel(claim.task.tenant_id, claim.task.agent_id), status: result.status });
     taskDuration.observe({ status: result.status }, Number(process.hrtime.bigint() - started) / 1e9);
     if (result.status === 'dead_lettered') {
       await this.options.notifier.send({

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { pendingMigrations } from '../../db/index.js';
 import { trackTableMetrics } from '../../alerts/index.js';
 import { registry } from '../../telemetry/index.js';
+import { checkMetricsToken } from '../metrics-auth.js';
 import type { App, AppDeps } from '../types.js';
 
 const Health = z.object({ status: z.literal('ok') });
@@ -11,7 +12,7 @@ const Ready = z.object({
   pending_migrations: z.array(z.number()),
 });
 
-/** Liveness, readiness and Prometheus metrics; no authentication (scrapers and probes). */
+/** Liveness and readiness (no authentication: probes) and Prometheus metrics (a bearer token when FABRIC_METRICS_TOKEN is set). */
 export function systemRoutes(app: App, deps: AppDeps): void {
   trackTableMetrics(deps.db, deps.config.metrics.cacheMs);
   app.get('/healthz', { schema: { tags: ['system'], summary: 'Liveness: the process answers', response: { 200: Health } } }, async () => ({ status: 'ok' as const }));
@@ -35,7 +36,8 @@ export function systemRoutes(app: App, deps: AppDeps): void {
     },
   );
 
-  app.get('/metrics', { schema: { tags: ['system'], summary: 'Prometheus metrics', hide: true } }, async (_req, reply) => {
+  app.get('/metrics', { schema: { tags: ['system'], summary: 'Prometheus metrics', hide: true } }, async (req, reply) => {
+    checkMetricsToken(req, deps.config.metricsToken);
     const text = await registry.metrics();
     return reply.type(registry.contentType).send(text);
   });
