@@ -28,8 +28,9 @@ export function loadMigrations(dir = MIGRATIONS_DIR): Migration[] {
     return { version: Number(m[1]), name: m[2]!, sql, checksum: createHash('sha256').update(sql).digest('hex') };
   });
   migrations.sort((a, b) => a.version - b.version);
+  // Gaps are allowed (parallel branches take numbers ahead); a number used twice is not.
   migrations.forEach((m, i) => {
-    if (m.version !== i + 1) throw new Error(`migrations must be numbered 0001, 0002, … without gaps; found ${m.version} at position ${i + 1}`);
+    if (i > 0 && m.version === migrations[i - 1]!.version) throw new Error(`two migrations are numbered ${String(m.version).padStart(4, '0')}; renumber one`);
   });
   return migrations;
 }

@@ -3,6 +3,8 @@ import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyRequest } from 'fastify';
 import { BillingService } from '../billing/index.js';
+import { ErasureService, SubjectRevocations } from '../compliance/index.js';
+import { createBlobStore } from '../files/index.js';
 import type { Clock } from '../clock/index.js';
 import { FabricError } from '../errors/index.js';
 import { Gateway, policyEngineModelPolicy } from '../gateway/index.js';
@@ -22,6 +24,7 @@ import { budgetRoutes } from './routes/budgets.js';
 import { quotaRoutes } from './routes/quota.js';
 import { billingPlanRoutes } from './routes/billing-plans.js';
 import { billingSubscriptionRoutes } from './routes/billing-subscription.js';
+import { erasureRoutes } from './routes/erasure.js';
 import { eventRoutes } from './routes/events.js';
 import { fileRoutes } from './routes/files.js';
 import { gatewayRoutes } from './routes/gateway.js';
@@ -49,6 +52,8 @@ export interface AppOptions {
   gateway?: Gateway;
   /** The policy engine (the server shares one with the scheduler's submit hook and the workers); default: one of the app's own, closed with it. */
   policies?: PolicyEngine;
+  /** Data erasure (the server shares one with its resume loop); default: one of the app's own over the configured storage. */
+  erasure?: ErasureService;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -56,6 +61,9 @@ const QUIET_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
 
 /** Builds the HTTP API. Call `listen()` on it, or `inject()` in tests. */
 export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise<App> {
+  // Tokens of erased subjects are refused wherever a token is checked (API and gateway).
+  const revocations = new SubjectRevocations(deps.db);
+  deps = { ...deps, verifyToken: revocations.guard(deps.verifyToken) };
   const app = Fastify({
     loggerInstance: logger() as FastifyBaseLogger,
     // One access line per request comes from our onResponse hook, with the correlation ids.
@@ -143,6 +151,10 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   policyRoutes(app, deps, policies);
   approvalRoutes(app, deps, approvals);
   auditRoutes(app, deps);
+  const erasure = options.erasure ?? new ErasureService({ db: deps.db, blobs: createBlobStore(deps.config) });
+  if (!options.erasure) app.addHook('onClose', async () => erasure.close());
+  erasure.onRevoke(() => revocations.forget());
+  erasureRoutes(app, deps, erasure);
   const gateway = options.gateway ?? new Gateway({ db: deps.db, config: deps.config.gateway, verifyToken: deps.verifyToken, policy: policyEngineModelPolicy(policies, deps.db) });
   app.addHook('onClose', async () => gateway.close());
   await gatewayRoutes(app, gateway);

@@ -1,9 +1,10 @@
 import { createTokenVerifier, DEFAULT_TENANT_ID, loadOrCreateDevSecret, mintToken, type TokenOptions } from '../auth/index.js';
 import { BillingService, getPlan } from '../billing/index.js';
+import { ErasureService, startComplianceRuntime, type ComplianceRuntime } from '../compliance/index.js';
 import { backfillAgentQuotas, budgetSubmitHook, startBudgetRuntime, type BudgetRuntime } from '../budget/index.js';
 import { ConfigError, type FabricConfig } from '../config/index.js';
 import { migrate, openDb, type Db } from '../db/index.js';
-import { createAgentFiles, type AgentFiles } from '../files/index.js';
+import { createAgentFiles, createBlobStore, type AgentFiles } from '../files/index.js';
 import { fakeUpstreamConfig, startFakeUpstream, type FakeUpstream } from '../gateway/index.js';
 import { buildApp, sweepIdempotencyKeys, type App } from '../http/index.js';
 import { sweepExpiredMemory } from '../memory/index.js';
@@ -103,6 +104,8 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
   let budgets: BudgetRuntime | undefined;
   let fakeUpstream: FakeUpstream | undefined;
   let policies: PolicyEngine | undefined;
+  let erasure: ErasureService | undefined;
+  let compliance: ComplianceRuntime | undefined;
   try {
     await migrate(db);
     await ensureDefaultTenant(db);
@@ -117,15 +120,18 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
     policies = new PolicyEngine({ db, notifier, cacheSeconds: config.policies.cacheSeconds, approvalExpiresSeconds: config.policies.approvalExpiresSeconds, decisionLog: { flushMs: config.policies.logFlushMs } });
     await policies.start();
     const policyEngine = policies;
+    const blobs = createBlobStore(config);
+    erasure = new ErasureService({ db, blobs });
     if (mode !== 'worker') {
       tokens = resolveTokenOptions(config, mode);
       const scheduler = new AgentScheduler(db, { leaseSeconds: config.taskLeaseSeconds, timeouts: config.timeouts, onSubmit: [policySubmitHook(policyEngine), billing.submitHook, budgetSubmitHook({ reservationTtlSeconds: config.budgets.reservationTtlSeconds })] });
       const gateway = await withFakeUpstream(config, mode);
       fakeUpstream = gateway.fake;
-      app = await buildApp({ db, config: gateway.config, verifyToken: createTokenVerifier(tokens.options), scheduler }, { billing, policies: policyEngine });
+      app = await buildApp({ db, config: gateway.config, verifyToken: createTokenVerifier(tokens.options), scheduler }, { billing, policies: policyEngine, erasure });
       await app.listen({ port: config.port, host: config.host });
     }
     budgets = await startBudgetRuntime({ db, notifier, sweepSeconds: config.budgets.sweepSeconds });
+    compliance = startComplianceRuntime({ db, blobs, erasure, defaultDays: config.retention.days, sweepSeconds: config.retention.sweepSeconds });
     const inProcess = new InProcessExecutor({ root: config.handlersDir });
     let executor: Executor = inProcess;
     if ((options.workers ?? 1) > 0) {
@@ -154,6 +160,8 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
     await app?.close().catch(() => {});
     await fakeUpstream?.close();
     await policies?.close();
+    await compliance?.stop();
+    await erasure?.close();
     await db.close();
     throw err;
   }
@@ -199,6 +207,8 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
       await artifactFiles?.close();
       await fakeUpstream?.close();
       await policies?.close();
+      await compliance?.stop();
+      await erasure?.close();
       await db.close();
     },
   };
