@@ -11,9 +11,7 @@ import { ENGINE } from './support/engine.js';
 import { multipartBody } from './support/multipart.js';
 import { provisionAgent, submit } from './support/queue.js';
 
-const DAY = 86_400_000;
-
-/** Sum of agent_fabric_retention_deleted_total over every kind (0 before the first deletion). */
+/** agent_fabric_retention_deleted_total of one kind (0 before the first deletion). */
 async function deletedMetric(kind: string): Promise<number> {
   const m = (await registry.getSingleMetric('agent_fabric_retention_deleted_total')?.get())?.values.find((v) => v.labels.kind === kind);
   return m?.value ?? 0;
