@@ -5,12 +5,14 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { verifyAudit } from '../src/audit/index.js';
 import { mintToken } from '../src/auth/index.js';
-import { ERASURE_COVERAGE, SUBJECT_COLUMN_PATTERN } from '../src/compliance/index.js';
+import { ERASURE_COVERAGE, ErasureService, SUBJECT_COLUMN_PATTERN } from '../src/compliance/index.js';
 import type { Queryable } from '../src/db/index.js';
+import { S3BlobStore, type BlobStore } from '../src/files/index.js';
 import type { Worker } from '../src/worker/index.js';
 import { startTestApp, tokenOptions, type TestApp } from './support/app.js';
 import { ENGINE } from './support/engine.js';
 import { multipartBody } from './support/multipart.js';
+import { startLocalS3, type LocalS3 } from './support/s3.js';
 import { provisionAgent, scriptedExecutor, startWorker, submit, terminal, waitForTask } from './support/queue.js';
 
 /** Every (table, column, hits) of the database whose text form contains `needle` (case-insensitive). */
@@ -258,5 +260,66 @@ describe(`data erasure (${ENGINE})`, () => {
     assert.equal(refused.json().error.code, 'token_revoked');
     assert.deepEqual(await usage(), usageBefore);
     for (const chain of await verifyAudit(t.db)) assert.ok(chain.ok, JSON.stringify(chain));
+  });
+});
+
+describe(`erasure over S3 storage, finished after a failed step (${ENGINE})`, () => {
+  let s3: LocalS3;
+  let t: TestApp;
+  let erasure: ErasureService;
+  let failDeletes = 1;
+  const MARK = `zqxs3${randomBytes(5).toString('hex')}`;
+
+  before(async () => {
+    s3 = await startLocalS3();
+    const store = new S3BlobStore(s3.config);
+    // the storage provider is down for the first delete: the files step fails, the request stays running
+    const flaky: BlobStore = {
+      kind: 's3',
+      put: (k, b) => store.put(k, b),
+      get: (k) => store.get(k),
+      delete: async (k) => {
+        if (failDeletes-- > 0) throw new Error('storage unavailable');
+        return store.delete(k);
+      },
+      close: () => store.close(),
+    };
+    const files = { maxBytes: 1024 * 1024, storage: 's3' as const, dir: undefined, s3: s3.config, urlSigningSecret: undefined };
+    t = await startTestApp({ config: { files }, withDb: (db) => ({ erasure: (erasure = new ErasureService({ db, blobs: flaky })) }) });
+  });
+
+  after(async () => {
+    await erasure?.close();
+    await t?.close();
+    await s3?.stop();
+  });
+
+  it("deletes the agent's bytes from the bucket, and a request cut short is finished by resume()", async () => {
+    const agent = await provisionAgent(t, { description: MARK });
+    const form = multipartBody([], { filename: `${MARK}.txt`, content: `secret ${MARK}` });
+    const up = await t.app.inject({ method: 'POST', url: `/api/agents/${agent}/files`, headers: { ...(await t.auth('admin')), ...form.headers }, payload: form.payload });
+    assert.equal(up.statusCode, 201, up.body);
+    assert.ok(scanDir(s3.dir, MARK).length > 0, 'the bytes are in the bucket');
+
+    const res = await t.app.inject({ method: 'POST', url: '/api/erasure-requests', headers: await t.auth('admin'), payload: { subject_type: 'agent', subject_id: agent } });
+    assert.equal(res.statusCode, 202, res.body);
+    const id: string = res.json().erasure_request.id;
+    await erasure.idle();
+    const stopped = (await t.app.inject({ method: 'GET', url: `/api/erasure-requests/${id}`, headers: await t.auth('admin') })).json().erasure_request;
+    assert.equal(stopped.status, 'running');
+    assert.deepEqual(stopped.steps_done, ['freeze', 'drain']);
+    assert.equal(stopped.last_error, 'storage unavailable');
+    assert.equal(stopped.subject_id, agent);
+
+    // as after a restart: the lease has passed, the compliance loop resumes it where it stopped
+    await t.db.query(`UPDATE erasure_requests SET locked_until = now() - interval '1 second' WHERE id = $1`, [id]);
+    assert.equal(await erasure.resume(), 1);
+    const done = await waitErased(t, id);
+    assert.deepEqual(done.steps_done, ['freeze', 'drain', 'files', 'memory', 'tasks', 'identity']);
+    assert.equal(done.last_error, null);
+    assert.equal(done.evidence.files.files, 1);
+    assert.deepEqual(scanDir(s3.dir, MARK), [], 'no bytes of the agent are left in the bucket');
+    assert.deepEqual(scanDir(s3.dir, agent), []);
+    for (const needle of [MARK, agent]) assert.deepEqual((await scanDb(t.db, needle)).filter((h) => h.table !== 'audit_log'), []);
   });
 });
