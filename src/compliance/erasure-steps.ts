@@ -135,6 +135,11 @@ export async function eraseUserData(tx: Tx, c: StepContext): Promise<Evidence> {
   e.approvals_renamed = await rename('approvals', 'requested_by');
   e.approvals_renamed += await count(tx, `UPDATE approvals SET decided_by = $3, comment = NULL WHERE tenant_id = $1 AND lower(decided_by) = ANY ($2::text[])`, [c.tenantId, subs, sub]);
   e.audit_exports_renamed = await rename('audit_exports', 'requested_by');
+  e.audit_exports_renamed += await count(
+    tx,
+    `UPDATE audit_exports SET filters = replace(filters::text, $2::uuid::text, $3)::jsonb WHERE tenant_id = $1 AND strpos(lower(filters::text), $2::uuid::text) > 0`,
+    [...p, c.pseudonym],
+  );
   e.erasure_requests_renamed = await rename('erasure_requests', 'requested_by');
   e.events = await count(tx, `DELETE FROM system_events WHERE tenant_id = $1 AND subject_type = 'user' AND lower(subject_id) = $2::uuid::text`, p);
   e.events_anonymised = await count(
