@@ -120,7 +120,7 @@ describe(`data erasure (${ENGINE})`, () => {
     const u = await t.app.inject({ method: 'POST', url: '/api/users', headers: await t.auth('admin'), payload: { email: `${MARK_U}@example.com`, name: `Name ${MARK_U}`, role: 'operator' } });
     assert.equal(u.statusCode, 201, u.body);
     userU = u.json().user.id;
-    agentA = await provisionAgent(t, { description: `agent of ${MARK_A}` });
+    agentA = await provisionAgent(t, { description: `agent of ${MARK_A}`, tools: [`tool-${MARK_A}`] });
     agentB = await provisionAgent(t, { description: `agent of ${MARK_B}`, owner_user_id: userU });
     await plant(agentA, MARK_A);
     await plant(agentB, MARK_B);

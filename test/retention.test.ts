@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { verifyAudit } from '../src/audit/index.js';
-import { sweepRetention } from '../src/compliance/index.js';
+import { ErasureService, startComplianceRuntime, sweepRetention } from '../src/compliance/index.js';
 import { createBlobStore, type BlobStore } from '../src/files/index.js';
 import { registry } from '../src/telemetry/index.js';
 import { countRows, startTestApp, type TestApp } from './support/app.js';
@@ -109,6 +109,20 @@ describe(`retention (${ENGINE})`, () => {
     const again = await sweepRetention({ db: t.db, blobs, defaultDays: 14 });
     assert.equal(again.find((s) => s.tenant_id === 'default')!.deleted.artifacts, 0);
     assert.equal(await countRows(t.db, 'audit_log', `action = 'retention.sweep'`), 1, 'a sweep that deletes nothing writes no audit row');
+  });
+
+  it("the server's compliance loop sweeps on its own", async () => {
+    const old = await upload('loop-artifact.txt', true);
+    await age('agent_files', 'created_at', 'id = $1', [old], 30);
+    const erasure = new ErasureService({ db: t.db, blobs: createBlobStore(t.config) });
+    const loop = startComplianceRuntime({ db: t.db, blobs, erasure, defaultDays: 14, sweepSeconds: 0.1 });
+    try {
+      for (let i = 0; i < 100 && (await countRows(t.db, 'agent_files', 'id = $1', [old])) > 0; i++) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(await countRows(t.db, 'agent_files', 'id = $1', [old]), 0);
+    } finally {
+      await loop.stop();
+      await erasure.close();
+    }
   });
 
   it("a tenant's own retention overrides the default (admin only, audited)", async () => {
