@@ -90,8 +90,9 @@ export async function eraseAgentTasks(tx: Tx, c: StepContext): Promise<Evidence>
 export async function eraseAgentIdentity(tx: Tx, c: StepContext): Promise<Evidence> {
   const p = [c.tenantId, c.subjectId];
   return {
-    // events a stopping attempt wrote after the tasks step (its last log lines)
+    // written after their step (a stopping attempt's last log lines, an admin's late memory write): the agent row's foreign keys need them gone
     late_events: await count(tx, `DELETE FROM system_events WHERE tenant_id = $1 AND agent_id = $2::uuid`, p),
+    late_memory: Object.values(await eraseAgentMemory(tx, c)).reduce((a, b) => a + b, 0),
     quota: await count(tx, `DELETE FROM agent_quotas WHERE tenant_id = $1 AND agent_id = $2::uuid`, p),
     queue_state: await count(tx, `DELETE FROM agent_queue_state WHERE agent_id = $2::uuid AND EXISTS (SELECT 1 FROM agents WHERE tenant_id = $1 AND id = $2::uuid)`, p),
     policies: await count(tx, `DELETE FROM policies WHERE tenant_id = $1 AND scope_type = 'agent' AND lower(scope_id) = $2::uuid::text`, p),
