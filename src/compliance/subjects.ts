@@ -34,19 +34,23 @@ export const REVOCATION_CACHE_MS = 5_000;
  * process effective at once.
  */
 export class SubjectRevocations {
-  private readonly seen = new Map<string, { revokedAtMs: number | null; until: number }>();
+  private readonly seen = new Map<string, { revokedAtMs: Promise<number | null>; until: number }>();
 
   constructor(private readonly db: Queryable) {}
 
-  /** When the subject's tokens were revoked (ms), or null. */
-  async revokedAt(tenantId: string, sub: string): Promise<number | null> {
+  /** When the subject's tokens were revoked (ms), or null. Concurrent requests of one subject share one query. */
+  revokedAt(tenantId: string, sub: string): Promise<number | null> {
     const key = tokenSubjectHash(tenantId, sub);
     const hit = this.seen.get(key);
     if (hit && hit.until > Date.now()) return hit.revokedAtMs;
-    const r = await this.db.query<{ revoked_at: Date }>(`SELECT revoked_at FROM revoked_subjects WHERE tenant_id = $1 AND subject_hash = $2`, [tenantId, key]);
-    const revokedAtMs = r.rows[0] ? r.rows[0].revoked_at.getTime() : null;
+    const revokedAtMs = this.db
+      .query<{ revoked_at: Date }>(`SELECT revoked_at FROM revoked_subjects WHERE tenant_id = $1 AND subject_hash = $2`, [tenantId, key])
+      .then((r) => (r.rows[0] ? r.rows[0].revoked_at.getTime() : null));
     if (this.seen.size >= 10_000) this.seen.clear();
-    this.seen.set(key, { revokedAtMs, until: Date.now() + REVOCATION_CACHE_MS });
+    const entry = { revokedAtMs, until: Date.now() + REVOCATION_CACHE_MS };
+    this.seen.set(key, entry);
+    // a failed query is not remembered: the next request asks again
+    revokedAtMs.catch(() => this.seen.get(key) === entry && this.seen.delete(key));
     return revokedAtMs;
   }
 
