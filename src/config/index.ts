@@ -177,6 +177,8 @@ export interface FabricConfig {
   files: FilesConfig;
   /** How often expired memory keys are deleted (reads never return them anyway). `FABRIC_MEMORY_SWEEP_SECONDS`, default 60. */
   memorySweepSeconds: number;
+  /** Retention (README "Retention"): `FABRIC_RETENTION_DAYS` (14), days artifacts and logs are kept unless the tenant sets its own; `FABRIC_RETENTION_SWEEP_SECONDS` (3600) between sweeps. */
+  retention: { days: number; sweepSeconds: number };
   /** Budgets (README "Quotas and budgets"): `FABRIC_BUDGET_SWEEP_SECONDS` (10) between period resets, reservation sweeps and alert deliveries; `FABRIC_BUDGET_RESERVATION_TTL_SECONDS` (86400) before a task's unsettled reservation is released. */
   budgets: { sweepSeconds: number; reservationTtlSeconds: number };
   /** Policies (README "Policies and approvals"): `FABRIC_POLICY_CACHE_SECONDS` (5), longest agent attributes — and a tenant's policies, should a change notice be missed — are trusted; `FABRIC_APPROVAL_EXPIRES_SECONDS` (3600), how long an approval request waits by default; `FABRIC_POLICY_LOG_FLUSH_MS` (200), longest a decision waits before its batch is written. */
@@ -217,6 +219,8 @@ const EnvSchema = z.object({
   FABRIC_ALERT_WEBHOOK_URL: z.url().optional(),
   FABRIC_ALERT_CHANNEL: z.string().min(1).default('#fleet-ops'),
   FABRIC_MEMORY_SWEEP_SECONDS: int(1).max(86_400).default(60),
+  FABRIC_RETENTION_DAYS: int(1).max(3650).default(14),
+  FABRIC_RETENTION_SWEEP_SECONDS: int(10).max(86_400).default(3600),
   FABRIC_BUDGET_SWEEP_SECONDS: int(1).max(3600).default(10),
   FABRIC_BUDGET_RESERVATION_TTL_SECONDS: int(60).max(30 * 86_400).default(86_400),
   FABRIC_POLICY_CACHE_SECONDS: int(1).max(3600).default(5),
@@ -378,6 +382,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     alertWebhookUrl: e.FABRIC_ALERT_WEBHOOK_URL,
     alertChannel: e.FABRIC_ALERT_CHANNEL,
     memorySweepSeconds: e.FABRIC_MEMORY_SWEEP_SECONDS,
+    retention: { days: e.FABRIC_RETENTION_DAYS, sweepSeconds: e.FABRIC_RETENTION_SWEEP_SECONDS },
     budgets: { sweepSeconds: e.FABRIC_BUDGET_SWEEP_SECONDS, reservationTtlSeconds: e.FABRIC_BUDGET_RESERVATION_TTL_SECONDS },
     policies: { cacheSeconds: e.FABRIC_POLICY_CACHE_SECONDS, approvalExpiresSeconds: e.FABRIC_APPROVAL_EXPIRES_SECONDS, logFlushMs: e.FABRIC_POLICY_LOG_FLUSH_MS },
     billing: { defaultPlan: e.FABRIC_BILLING_DEFAULT_PLAN, overageCheckSeconds: e.FABRIC_BILLING_OVERAGE_CHECK_SECONDS },

@@ -28,7 +28,7 @@ export function loadMigrations(dir = MIGRATIONS_DIR): Migration[] {
     return { version: Number(m[1]), name: m[2]!, sql, checksum: createHash('sha256').update(sql).digest('hex') };
   });
   migrations.sort((a, b) => a.version - b.version);
-  // Gaps are allowed: parallel branches reserve numbers, and one may land before another.
+  // Gaps are allowed (parallel branches take numbers ahead); a number used twice is not.
   migrations.forEach((m, i) => {
     if (i > 0 && m.version === migrations[i - 1]!.version) throw new Error(`two migrations are numbered ${String(m.version).padStart(4, '0')}; renumber one`);
   });

@@ -3,6 +3,8 @@ import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyRequest } from 'fastify';
 import { BillingService } from '../billing/index.js';
+import { ErasureService, SubjectRevocations } from '../compliance/index.js';
+import { createBlobStore } from '../files/index.js';
 import type { Clock } from '../clock/index.js';
 import { FabricError } from '../errors/index.js';
 import { Gateway, policyEngineModelPolicy } from '../gateway/index.js';
@@ -25,6 +27,7 @@ import { budgetRoutes } from './routes/budgets.js';
 import { quotaRoutes } from './routes/quota.js';
 import { billingPlanRoutes } from './routes/billing-plans.js';
 import { billingSubscriptionRoutes } from './routes/billing-subscription.js';
+import { erasureRoutes } from './routes/erasure.js';
 import { eventRoutes } from './routes/events.js';
 import { fileRoutes } from './routes/files.js';
 import { gatewayRoutes } from './routes/gateway.js';
@@ -54,6 +57,8 @@ export interface AppOptions {
   policies?: PolicyEngine;
   /** Runtime settings and kill switches (the server shares one with the scheduler's kill-switch hook); default: one of the app's own, closed with it. */
   operator?: OperatorState;
+  /** Data erasure (the server shares one with its resume loop); default: one of the app's own over the configured storage. */
+  erasure?: ErasureService;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -61,6 +66,9 @@ const QUIET_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
 
 /** Builds the HTTP API. Call `listen()` on it, or `inject()` in tests. */
 export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise<App> {
+  // Tokens of erased subjects are refused wherever a token is checked (API and gateway).
+  const revocations = new SubjectRevocations(deps.db);
+  deps = { ...deps, verifyToken: revocations.guard(deps.verifyToken) };
   const app = Fastify({
     loggerInstance: logger() as FastifyBaseLogger,
     // One access line per request comes from our onResponse hook, with the correlation ids.
@@ -151,6 +159,10 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   approvalRoutes(app, deps, approvals);
   auditRoutes(app, deps);
   alertRoutes(app, deps);
+  const erasure = options.erasure ?? new ErasureService({ db: deps.db, blobs: createBlobStore(deps.config) });
+  if (!options.erasure) app.addHook('onClose', async () => erasure.close());
+  erasure.onRevoke(() => revocations.forget());
+  erasureRoutes(app, deps, erasure);
   const operator = options.operator ?? new OperatorState(deps.db);
   if (!options.operator) {
     await operator.start();

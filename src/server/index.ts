@@ -1,10 +1,11 @@
 import { createTokenVerifier, DEFAULT_TENANT_ID, loadOrCreateDevSecret, mintToken, type TokenOptions } from '../auth/index.js';
 import { BillingService, getPlan } from '../billing/index.js';
 import { startAlertRuntime, type AlertRuntime } from '../alerts/index.js';
+import { ErasureService, startComplianceRuntime, type ComplianceRuntime } from '../compliance/index.js';
 import { backfillAgentQuotas, budgetSubmitHook, startBudgetRuntime, type BudgetRuntime } from '../budget/index.js';
 import { ConfigError, type FabricConfig } from '../config/index.js';
 import { migrate, openDb, type Db } from '../db/index.js';
-import { createAgentFiles, type AgentFiles } from '../files/index.js';
+import { createAgentFiles, createBlobStore, type AgentFiles } from '../files/index.js';
 import { fakeUpstreamConfig, startFakeUpstream, type FakeUpstream } from '../gateway/index.js';
 import { buildApp, sweepIdempotencyKeys, type App } from '../http/index.js';
 import { sweepExpiredMemory } from '../memory/index.js';
@@ -108,6 +109,8 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
   let fakeUpstream: FakeUpstream | undefined;
   let policies: PolicyEngine | undefined;
   let operator: OperatorState | undefined;
+  let erasure: ErasureService | undefined;
+  let compliance: ComplianceRuntime | undefined;
   try {
     await migrate(db);
     await ensureDefaultTenant(db);
@@ -125,18 +128,21 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
     // runtime settings (log level, rate limits, zero-telemetry) and kill switches, live in every mode
     operator = new OperatorState(db, { baseLogLevel: config.logLevel });
     await operator.start();
+    const blobs = createBlobStore(config);
+    erasure = new ErasureService({ db, blobs });
     if (mode !== 'worker') {
       tokens = resolveTokenOptions(config, mode);
       const scheduler = new AgentScheduler(db, { leaseSeconds: config.taskLeaseSeconds, timeouts: config.timeouts, onSubmit: [killSwitchSubmitHook(operator), policySubmitHook(policyEngine), billing.submitHook, budgetSubmitHook({ reservationTtlSeconds: config.budgets.reservationTtlSeconds })] });
       const gateway = await withFakeUpstream(config, mode);
       fakeUpstream = gateway.fake;
-      app = await buildApp({ db, config: gateway.config, verifyToken: createTokenVerifier(tokens.options), scheduler }, { billing, policies: policyEngine, operator });
+      app = await buildApp({ db, config: gateway.config, verifyToken: createTokenVerifier(tokens.options), scheduler }, { billing, policies: policyEngine, operator, erasure });
       await app.listen({ port: config.port, host: config.host });
       if (!config.metricsToken && !['127.0.0.1', 'localhost', '::1'].includes(config.host))
         logger().warn({ host: config.host }, '/metrics is open to anyone who reaches this address: set FABRIC_METRICS_TOKEN (README "Inter-component authentication")');
     }
     budgets = await startBudgetRuntime({ db, notifier, sweepSeconds: config.budgets.sweepSeconds });
     alerts = startAlertRuntime({ db, notifier, config: config.alerts });
+    compliance = startComplianceRuntime({ db, blobs, erasure, defaultDays: config.retention.days, sweepSeconds: config.retention.sweepSeconds });
     const inProcess = new InProcessExecutor({ root: config.handlersDir });
     let executor: Executor = inProcess;
     if ((options.workers ?? 1) > 0) {
@@ -167,6 +173,8 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
     await fakeUpstream?.close();
     await policies?.close();
     await operator?.close();
+    await compliance?.stop();
+    await erasure?.close();
     await db.close();
     throw err;
   }
@@ -214,6 +222,8 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
       await fakeUpstream?.close();
       await policies?.close();
       await operator?.close();
+      await compliance?.stop();
+      await erasure?.close();
       await db.close();
     },
   };

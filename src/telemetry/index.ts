@@ -4,4 +4,4 @@ export { registry, httpRequestsTotal, httpRequestDuration, transactionsTotal, ta
 export { agentLabel, capAgentSeries, configureAgentLabels, agentLabelOptions, OTHER_AGENTS, ALL_AGENTS, type AgentLabelOptions, type AgentSeries } from './agent-labels.js';
 export { memoryEmbedLatency, histogramQuantile, EMBED_LATENCY_BUCKETS } from './monitor-metrics.js';
 export { CounterWindows, sumCounts, FAILED_ATTEMPT_STATUSES, type WindowCounts, type WindowStats } from './window-stats.js';
-export { agentLabel, setZeroTelemetryLookup, telemetryAllowed, TELEMETRY_KINDS, ZERO_TELEMETRY_LABEL, type TelemetryKind } from './zero-telemetry.js';
+export { setZeroTelemetryLookup, telemetryAllowed, TELEMETRY_KINDS, ZERO_TELEMETRY_LABEL, type TelemetryKind } from './zero-telemetry.js';
