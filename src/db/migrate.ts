@@ -28,8 +28,10 @@ export function loadMigrations(dir = MIGRATIONS_DIR): Migration[] {
     return { version: Number(m[1]), name: m[2]!, sql, checksum: createHash('sha256').update(sql).digest('hex') };
   });
   migrations.sort((a, b) => a.version - b.version);
+  // Numbers are handed out to parallel branches ahead of time, so a gap is allowed (a
+  // number's branch may not be merged yet); two files with one number are not.
   migrations.forEach((m, i) => {
-    if (m.version !== i + 1) throw new Error(`migrations must be numbered 0001, 0002, … without gaps; found ${m.version} at position ${i + 1}`);
+    if (m.version < 1 || (i > 0 && m.version === migrations[i - 1]!.version)) throw new Error(`migration number ${m.version} is used twice (or is 0000); each NNNN_name.sql needs its own number`);
   });
   return migrations;
 }

@@ -1,0 +1,167 @@
+import { context, propagation, trace, ROOT_CONTEXT, SpanKind, SpanStatusCode, type Attributes, type Context, type Span } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { W3CTraceContextPropagator } from '@opentelemetry/core';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import {
+  AlwaysOffSampler,
+  AlwaysOnSampler,
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  ParentBasedSampler,
+  SimpleSpanProcessor,
+  TraceIdRatioBasedSampler,
+  type Sampler,
+  type SpanExporter,
+} from '@opentelemetry/sdk-trace-base';
+import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
+import type { TracingConfig } from '../config/index.js';
+
+export { SpanKind, SpanStatusCode, type Span } from '@opentelemetry/api';
+
+/**
+ * OpenTelemetry tracing (FR-TEL-2). Off by default: then no SDK is started, the API's no-op
+ * tracer stays in place, and every helper here returns before touching it — a disabled fabric
+ * pays one boolean test per instrumented step.
+ */
+
+const TRACER = 'agent-fabric';
+const propagator = new W3CTraceContextPropagator();
+let provider: BasicTracerProvider | undefined;
+let contextManager: AsyncLocalStorageContextManager | undefined;
+
+export interface TracingOptions {
+  /** Export here instead of OTLP/HTTP (tests: an InMemorySpanExporter). */
+  exporter?: SpanExporter;
+  /** Export each span when it ends instead of in batches (tests). Default false. */
+  simple?: boolean;
+}
+
+/** Whether spans are being recorded in this process. */
+export function tracingEnabled(): boolean {
+  return provider !== undefined;
+}
+
+function samplerFor(config: TracingConfig): Sampler {
+  const ratio = new TraceIdRatioBasedSampler(config.samplerRatio);
+  switch (config.sampler) {
+    case 'always_on':
+      return new AlwaysOnSampler();
+    case 'always_off':
+      return new AlwaysOffSampler();
+    case 'traceidratio':
+      return ratio;
+    case 'parentbased_always_off':
+      return new ParentBasedSampler({ root: new AlwaysOffSampler() });
+    case 'parentbased_traceidratio':
+      return new ParentBasedSampler({ root: ratio });
+    default:
+      return new ParentBasedSampler({ root: new AlwaysOnSampler() });
+  }
+}
+
+/** Starts the SDK when `config.enabled` (or an exporter is given); a no-op otherwise. Idempotent. */
+export function startTracing(config: TracingConfig, options: TracingOptions = {}): void {
+  if (provider || (!config.enabled && !options.exporter)) return;
+  const exporter = options.exporter ?? new OTLPTraceExporter({ url: config.tracesUrl, headers: config.headers });
+  provider = new BasicTracerProvider({
+    resource: resourceFromAttributes({ ...config.resourceAttributes, [ATTR_SERVICE_NAME]: config.serviceName, [ATTR_SERVICE_VERSION]: '0.1.0' }),
+    sampler: samplerFor(config),
+    spanProcessors: [options.simple ? new SimpleSpanProcessor(exporter) : new BatchSpanProcessor(exporter)],
+  });
+  contextManager = new AsyncLocalStorageContextManager().enable();
+  context.setGlobalContextManager(contextManager);
+  propagation.setGlobalPropagator(propagator);
+  trace.setGlobalTracerProvider(provider);
+}
+
+/** Flushes what is buffered and stops the SDK (at shutdown; tests between runs). */
+export async function stopTracing(): Promise<void> {
+  const p = provider;
+  if (!p) return;
+  provider = undefined;
+  await p.shutdown();
+  trace.disable();
+  context.disable();
+  propagation.disable();
+  contextManager = undefined;
+}
+
+/** Starts a span under the active context (or `parent`); undefined when tracing is off. */
+export function startSpan(name: string, kind: SpanKind, attributes: Attributes, parent?: Context): Span | undefined {
+  if (!provider) return undefined;
+  return trace.getTracer(TRACER).startSpan(name, { kind, attributes }, parent ?? context.active());
+}
+
+/** Runs `fn` with `span` as the active span (children and log lines see it); plain `fn()` without one. */
+export function withActiveSpan<T>(span: Span | undefined, fn: () => T): T {
+  if (!span) return fn();
+  return context.with(trace.setSpan(context.active(), span), fn);
+}
+
+/** Ends `span`, marking it failed with `error` when given. */
+export function endSpan(span: Span | undefined, error?: { code?: string; message?: string } | Error): void {
+  if (!span) return;
+  if (error) {
+    if (error instanceof Error) span.recordException(error);
+    span.setStatus({ code: SpanStatusCode.ERROR, message: 'code' in error && error.code ? String(error.code) : error.message });
+  }
+  span.end();
+}
+
+/** The W3C `traceparent` of the active span (stored with a submitted task, sent upstream), or undefined. */
+export function activeTraceparent(): string | undefined {
+  if (!provider) return undefined;
+  const carrier: Record<string, string> = {};
+  propagator.inject(context.active(), carrier, { set: (c, k, v) => void (c[k] = v) });
+  return carrier.traceparent;
+}
+
+/** The context a `traceparent` (from a task row or a request header) names, to parent spans on. */
+export function contextFromTraceparent(traceparent: string | null | undefined): Context | undefined {
+  if (!provider || !traceparent) return undefined;
+  const ctx = propagator.extract(ROOT_CONTEXT, { traceparent }, { get: (c, k) => c[k], keys: (c) => Object.keys(c) });
+  return trace.getSpanContext(ctx) ? ctx : undefined;
+}
+
+/** trace_id and span_id of the active span, for log lines; {} when tracing is off or no span is active. */
+export function activeTraceIds(): { trace_id?: string; span_id?: string } {
+  if (!provider) return {};
+  const sc = trace.getActiveSpan()?.spanContext();
+  return sc ? { trace_id: sc.traceId, span_id: sc.spanId } : {};
+}
+
+/** Whether the active context's span continues a trace a caller sent (its traceparent header). */
+const INBOUND = Symbol.for('agent-fabric.inbound-trace');
+
+/**
+ * Starts the server span of an HTTP request, continuing the caller's trace when its headers
+ * carry a valid `traceparent`; runs `fn` (the rest of the request's hooks) inside it.
+ * Without tracing, `fn()` alone and undefined.
+ */
+export function startServerSpan<T>(name: string, headers: Record<string, string | string[] | undefined>, attributes: Attributes, fn: (span: Span | undefined) => T): T {
+  if (!provider) return fn(undefined);
+  const inbound = typeof headers.traceparent === 'string' ? contextFromTraceparent(headers.traceparent) : undefined;
+  const parent = inbound ?? ROOT_CONTEXT;
+  const span = trace.getTracer(TRACER).startSpan(name, { kind: SpanKind.SERVER, attributes }, parent);
+  return context.with(trace.setSpan(parent.setValue(INBOUND, inbound !== undefined), span), () => fn(span));
+}
+
+/** True when the active request's span continues a caller's trace (false outside a request, or without tracing). */
+export function requestContinuesTrace(): boolean {
+  return provider !== undefined && context.active().getValue(INBOUND) === true;
+}
+
+/** Starts a span continuing the trace `traceparent` names (a stored task's), or a new trace without one; undefined when tracing is off. */
+export function startLinkedSpan(name: string, kind: SpanKind, traceparent: string | null | undefined, attributes: Attributes): Span | undefined {
+  if (!provider) return undefined;
+  return trace.getTracer(TRACER).startSpan(name, { kind, attributes }, contextFromTraceparent(traceparent) ?? ROOT_CONTEXT);
+}
+
+/** The W3C `traceparent` naming `span` (to send with a request the span covers). */
+export function traceparentOf(span: Span | undefined): string | undefined {
+  if (!span) return undefined;
+  const carrier: Record<string, string> = {};
+  propagator.inject(trace.setSpan(ROOT_CONTEXT, span), carrier, { set: (c, k, v) => void (c[k] = v) });
+  return carrier.traceparent;
+}
