@@ -1,0 +1,167 @@
+/**
+ * bench/overhead — what telemetry costs: end-to-end task throughput (HTTP batch submit →
+ * claim → complete, in-process no-op handler) with tracing and info logs ON against the same
+ * fabric with them OFF, on PGlite and PostgreSQL. ON: the OpenTelemetry SDK with a batch span
+ * processor exporting OTLP/HTTP to a local sink this bench starts (it accepts and discards),
+ * every trace sampled, logs at info appended to a file. OFF: no SDK (the API's no-op tracer),
+ * logs at warn. Metrics are on in both (they cannot be turned off). Two fabrics per engine, one
+ * built with tracing on (its request hooks registered) and one without; runs alternate
+ * ON/OFF so drift in the machine's load hits both; the table shows medians. Target: < 5 % cost.
+ *
+ *   npm run bench:overhead
+ *   env: BENCH_PG_URL (maintenance database URL), BENCH_ENGINES=pglite,postgres, BENCH_RUNS=5,
+ *        BENCH_N_PG=3000, BENCH_N_PGLITE=1000
+ */
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { loadConfig, type TracingConfig } from '../src/config/index.js';
+import { createLogger, setLogger, startTracing, stopTracing } from '../src/telemetry/index.js';
+import { Fabric, probePostgres, type Engine } from './lib/fabric.js';
+import { Loader } from './lib/loader.js';
+import { NoiseMeter } from './lib/noise.js';
+import { fmt, median } from './lib/stats.js';
+
+function intEnv(name: string, fallback: number): number {
+  const v = process.env[name];
+  if (v === undefined || v === '') return fallback;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got ${v}`);
+  return n;
+}
+
+const RUNS = intEnv('BENCH_RUNS', 5);
+const N: Record<Engine, number> = { postgres: intEnv('BENCH_N_PG', 3000), pglite: intEnv('BENCH_N_PGLITE', 1000) };
+const BATCH = 500;
+const BATCH_CONCURRENCY = 4;
+const OPTIONS = { agents: 20, agentConcurrency: 16, workers: 2, workerConcurrency: 16 };
+const ENGINES = (process.env.BENCH_ENGINES ?? 'pglite,postgres').split(',').map((s) => s.trim()) as Engine[];
+for (const e of ENGINES) if (e !== 'pglite' && e !== 'postgres') throw new Error(`BENCH_ENGINES: unknown engine ${e}`);
+
+const quiet = createLogger({ level: 'warn' });
+const logFile = path.join(os.tmpdir(), `agent-fabric-bench-overhead-${process.pid}.log`);
+const chatty = createLogger({ level: 'info', file: logFile });
+setLogger(quiet);
+
+/** An OTLP/HTTP endpoint that reads and discards what it is sent, counting it. */
+async function startSink(): Promise<{ url: string; requests: number; bytes: number; close(): Promise<void> }> {
+  const stats = { requests: 0, bytes: 0 };
+  const server = http.createServer((req, res) => {
+    req.on('data', (c: Buffer) => (stats.bytes += c.length));
+    req.on('end', () => {
+      stats.requests++;
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  return Object.assign(stats, { url: `http://127.0.0.1:${port}`, close: () => new Promise<void>((resolve) => server.close(() => resolve())) });
+}
+
+type Mode = 'on' | 'off';
+
+async function setMode(mode: Mode, tracing: TracingConfig): Promise<void> {
+  if (mode === 'on') {
+    startTracing(tracing);
+    setLogger(chatty);
+  } else {
+    await stopTracing(); // flushes the spans still batched before the next run starts
+    setLogger(quiet);
+  }
+}
+
+/** Tasks/s end to end: N tasks batch-submitted over HTTP while the workers run, until all completed. */
+async function e2e(f: Fabric, load: Loader, type: string): Promise<number> {
+  const n = N[f.engine];
+  await f.startWorkers();
+  const before = await f.completed();
+  const t0 = performance.now();
+  const submitted = load.run({ kind: 'http-batch', target: f.target, type, n, batch: BATCH, concurrency: BATCH_CONCURRENCY });
+  const deadline = Date.now() + 180_000;
+  while ((await f.completed()) - before < n) {
+    if (Date.now() > deadline) throw new Error(`${type}: timed out`);
+    await sleep(2);
+  }
+  const ms = performance.now() - t0;
+  await submitted;
+  await f.stopWorkers();
+  const done = await f.count(type, 'completed');
+  if (done !== n) throw new Error(`${type}: ${done} of ${n} tasks completed`);
+  return (n / ms) * 1000;
+}
+
+async function engineRun(engine: Engine, load: Loader, tracing: TracingConfig, sink: { requests: number; bytes: number }): Promise<void> {
+  // the ON fabric is built while tracing runs, so its request-span hooks are registered
+  startTracing(tracing);
+  const on = new Fabric(engine, OPTIONS);
+  const off = new Fabric(engine, OPTIONS);
+  try {
+    await on.start();
+    await stopTracing();
+    await off.start();
+    const samples: Record<Mode, number[]> = { on: [], off: [] };
+    const noise = new NoiseMeter();
+    noise.start();
+    const sent = { requests: sink.requests, bytes: sink.bytes };
+    for (let run = 1; run <= RUNS; run++) {
+      for (const mode of (run % 2 ? ['off', 'on'] : ['on', 'off']) as Mode[]) {
+        await setMode(mode, tracing);
+        samples[mode].push(await e2e(mode === 'on' ? on : off, load, `e2e-${mode}-${run}`));
+      }
+    }
+    await setMode('off', tracing);
+    const other = noise.stop();
+    const a = median(samples.on);
+    const b = median(samples.off);
+    console.log('| measure | telemetry + tracing ON | OFF (peer) | ratio (on / off) | cost |');
+    console.log('| --- | ---: | ---: | ---: | ---: |');
+    console.log(`| end to end: ${N[engine]} tasks batch-submitted × ${BATCH} → claimed → completed, no-op handler, ${OPTIONS.workers} workers × ${OPTIONS.workerConcurrency} (tasks/s, higher is better) | ${fmt(a)} | ${fmt(b)} | ${fmt(a / b, 3)}× | ${fmt((1 - a / b) * 100, 1)} % |`);
+    console.log('');
+    console.log(`runs ON: ${samples.on.map((x) => fmt(x)).join(' / ')}; runs OFF: ${samples.off.map((x) => fmt(x)).join(' / ')} tasks/s`);
+    console.log(`target < 5 % cost: ${1 - a / b < 0.05 ? 'met' : 'MISSED'}; the sink received ${sink.requests - sent.requests} OTLP exports, ${fmt((sink.bytes - sent.bytes) / 1024)} KiB (${N[engine] * RUNS} tasks ON)`);
+    if (other !== undefined) console.log(`other programs used ${fmt(other * 100)}% of the machine's CPU during these measures${other > 0.05 ? ' — the machine was shared: these figures are noisy' : ''}`);
+  } finally {
+    await stopTracing();
+    await on.close();
+    await off.close();
+  }
+}
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  const postgres = ENGINES.includes('postgres') ? await probePostgres() : undefined;
+  const sink = await startSink();
+  const tracing = loadConfig({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${sink.url}/v1/traces`, OTEL_SERVICE_NAME: 'agent-fabric-bench' }).tracing;
+  console.log(`# bench/overhead — ${new Date().toISOString()}`);
+  console.log('');
+  console.log(`machine: ${os.availableParallelism()} CPUs (${os.cpus()[0]?.model ?? 'unknown CPU'}); node ${process.version}; load average ${os.loadavg().map((l) => fmt(l, 2)).join(' / ')}`);
+  console.log(
+    `settings: ${RUNS} runs per mode, alternating (medians shown); ON = OpenTelemetry SDK, batch span processor, OTLP/HTTP to a local sink, sampler ${tracing.sampler}, logs at info to a file; OFF = no SDK, logs at warn; tasks per run: ` +
+      ENGINES.map((e) => `${e} ${N[e]}`).join(', '),
+  );
+  const load = new Loader();
+  try {
+    for (const engine of ENGINES) {
+      console.log('');
+      console.log(`## ${engine === 'pglite' ? 'PGlite (embedded, in memory)' : 'PostgreSQL'}`);
+      console.log('');
+      if (engine === 'postgres' && postgres && !postgres.ok) {
+        console.log(`skipped: ${postgres.reason}`);
+        continue;
+      }
+      const t0 = performance.now();
+      await engineRun(engine, load, tracing, sink);
+      console.log(`(${engine}: ${fmt((performance.now() - t0) / 1000, 1)} s including setup)`);
+    }
+  } finally {
+    await load.close();
+    await sink.close();
+    fs.rmSync(logFile, { force: true });
+  }
+  console.log('');
+  console.log(`total runtime ${fmt((performance.now() - started) / 1000, 1)} s`);
+}
+
+await main();
