@@ -33,6 +33,8 @@ const SECRET_KEYS = [
   'private_key',
   'sig',
   'signature',
+  // header sets whole: any header may be a credential (a vendor's api-key, a proxy's auth)
+  'headers',
   'messages',
   'prompt',
   'input',
@@ -41,15 +43,11 @@ const SECRET_KEYS = [
   'choices',
 ];
 
-/** pino redact paths: each secret key at the top level, one level down, and in request headers. */
+/** pino redact paths: each secret key at the top level and one level down (so `req.headers`, `tracing.headers`). */
 export const REDACT_PATHS = [
   ...SECRET_KEYS.map((k) => (/^[A-Za-z_$][\w$]*$/.test(k) ? k : `["${k}"]`)),
   ...SECRET_KEYS.map((k) => (/^[A-Za-z_$][\w$]*$/.test(k) ? `*.${k}` : `*["${k}"]`)),
-  ...['authorization', 'cookie', 'x-api-key', 'proxy-authorization'].flatMap((h) => [`headers["${h}"]`, `*.headers["${h}"]`, `req.headers["${h}"]`]),
   'req.body',
-  'body.messages',
-  'body.prompt',
-  'body.input',
 ];
 
 export interface LoggerOptions {
