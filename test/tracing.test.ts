@@ -1,13 +1,19 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { loadConfig } from '../src/config/index.js';
+import { detectSandboxHost, missingFor, prepareSandboxRoot } from '../src/sandbox/index.js';
 import { startTracing, stopTracing } from '../src/telemetry/index.js';
 import type { Worker } from '../src/worker/index.js';
+import { startTestApp, type TestApp } from './support/app.js';
 import { ENGINE } from './support/engine.js';
 import { gatewayAgent, metered, startGatewayApp, type GatewayApp } from './support/gateway.js';
 import { PROMPT_MARKER } from './support/planted-secrets.js';
-import { scriptedExecutor, startWorker, submit, waitForTask } from './support/queue.js';
+import { provisionAgent, scriptedExecutor, startWorker, submit, terminal, waitForTask } from './support/queue.js';
+import { testSandboxExecutor } from './support/sandbox.js';
 
 /** A handler that calls the model gateway the way an in-process agent does, forwarding (or not) the attempt's trace context. */
 function gatewayCaller(t: () => GatewayApp) {
@@ -132,5 +138,50 @@ describe(`tracing: one task is one trace (${ENGINE})`, () => {
       await offWorker.stop(1000);
       await off.close();
     }
+  });
+});
+
+const sandboxHost = detectSandboxHost();
+
+describe(`tracing: a sandbox session is a span of its attempt (${ENGINE})`, { skip: missingFor('process', sandboxHost) }, () => {
+  const exporter = new InMemorySpanExporter();
+  let t: TestApp;
+  let worker: Worker;
+  let root: string;
+
+  before(async () => {
+    startTracing(loadConfig({}).tracing, { exporter, simple: true });
+    t = await startTestApp();
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'fabric-tracing-sandbox-'));
+    fs.chmodSync(root, 0o755);
+    const code = path.join(root, 'code');
+    fs.mkdirSync(code, { mode: 0o755 });
+    // the program reports the trace context it was handed
+    fs.writeFileSync(path.join(code, 'traced.js'), `require('fs').writeFileSync(process.env.FABRIC_WORKSPACE + '/result.json', JSON.stringify({ traceparent: process.env.TRACEPARENT || null }));`, { mode: 0o644 });
+    worker = await startWorker(t, testSandboxExecutor(t, prepareSandboxRoot(path.join(root, 'sandbox')), { uidBase: 310_000, uidCount: 20 }));
+  });
+  after(async () => {
+    await worker?.stop(1000);
+    await t?.close();
+    await stopTracing();
+    if (root) fs.rmSync(root, { recursive: true, force: true });
+  });
+
+  it('sandbox.session is a child of task.attempt in the submit\'s trace, and the program gets its context as TRACEPARENT', async () => {
+    const code = path.join(root, 'code');
+    const agent = await provisionAgent(t, { isolation: { level: 'process', memory_mb: 128 }, entrypoint: { command: ['node', path.join(code, 'traced.js')], code_dir: code } });
+    const res = await submit(t, { agent_id: agent, type: 'traced' });
+    assert.equal(res.statusCode, 201, res.body);
+    const done = await waitForTask(t, res.json().task.id, terminal, 20_000);
+    assert.equal(done.status, 'completed', JSON.stringify(done.error));
+    const spans = exporter.getFinishedSpans();
+    const submitSpan = byName(spans, 'POST /api/tasks')[0]!;
+    const attempt = byName(spans, 'task.attempt')[0]!;
+    const session = byName(spans, 'sandbox.session')[0];
+    assert.ok(session, `no sandbox.session span among ${spans.map((s) => s.name).join(', ')}`);
+    assert.equal(session.spanContext().traceId, submitSpan.spanContext().traceId);
+    assert.equal(parentOf(attempt), submitSpan.spanContext().spanId);
+    assert.equal(parentOf(session), attempt.spanContext().spanId);
+    assert.equal((done.result as { traceparent: string }).traceparent, `00-${session.spanContext().traceId}-${session.spanContext().spanId}-01`);
   });
 });
