@@ -87,4 +87,13 @@ describe('tracing helpers', () => {
     }
     assert.equal(tracingEnabled(), false);
   });
+
+  it('an export the collector refuses is reported through the warn hook (the server logs it), not thrown', async () => {
+    const warnings: string[] = [];
+    const config = loadConfig({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://127.0.0.1:1/v1/traces' }).tracing;
+    startTracing(config, { warn: (message, err) => warnings.push(`${message} ${err instanceof Error ? err.message : String(err)}`) });
+    startSpan('lost', SpanKind.INTERNAL, {})!.end();
+    await stopTracing(); // flushes: the export fails (nothing listens on port 1)
+    assert.ok(warnings.length > 0, 'the failed export was reported');
+  });
 });

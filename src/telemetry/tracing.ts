@@ -1,4 +1,4 @@
-import { context, propagation, trace, ROOT_CONTEXT, SpanKind, SpanStatusCode, type Attributes, type Context, type Span } from '@opentelemetry/api';
+import { context, diag, DiagLogLevel, propagation, trace, ROOT_CONTEXT, SpanKind, SpanStatusCode, type Attributes, type Context, type Span } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
@@ -29,12 +29,15 @@ const TRACER = 'agent-fabric';
 const propagator = new W3CTraceContextPropagator();
 let provider: BasicTracerProvider | undefined;
 let contextManager: AsyncLocalStorageContextManager | undefined;
+let warnHook: TracingOptions['warn'];
 
 export interface TracingOptions {
   /** Export here instead of OTLP/HTTP (tests: an InMemorySpanExporter). */
   exporter?: SpanExporter;
   /** Export each span when it ends instead of in batches (tests). Default false. */
   simple?: boolean;
+  /** Where the SDK's own warnings and errors go (an export the collector refused, a dropped batch); default: nowhere. */
+  warn?: (message: string, err: unknown) => void;
 }
 
 /** Whether spans are being recorded in this process. */
@@ -69,6 +72,12 @@ export function startTracing(config: TracingConfig, options: TracingOptions = {}
     sampler: samplerFor(config),
     spanProcessors: [options.simple ? new SimpleSpanProcessor(exporter) : new BatchSpanProcessor(exporter)],
   });
+  const warn = (warnHook = options.warn);
+  if (warn) {
+    const report = (message: string, ...args: unknown[]) => warn(message, args.find((a) => a instanceof Error) ?? (args.length ? String(args[0]) : undefined));
+    const ignore = () => {};
+    diag.setLogger({ error: report, warn: report, info: ignore, debug: ignore, verbose: ignore }, DiagLogLevel.WARN);
+  }
   contextManager = new AsyncLocalStorageContextManager().enable();
   context.setGlobalContextManager(contextManager);
   propagation.setGlobalPropagator(propagator);
@@ -80,10 +89,13 @@ export async function stopTracing(): Promise<void> {
   const p = provider;
   if (!p) return;
   provider = undefined;
-  await p.shutdown();
+  // the last batch may not get out (collector down): that is worth a warning, not a failed stop
+  await p.shutdown().catch((err: unknown) => warnHook?.('the last spans could not be exported', err));
+  warnHook = undefined;
   trace.disable();
   context.disable();
   propagation.disable();
+  diag.disable();
   contextManager = undefined;
 }
 
