@@ -11,7 +11,7 @@
  * throughput swings with other programs' load, CPU per task much less. Target: < 5 % cost.
  *
  *   npm run bench:overhead
- *   env: BENCH_PG_URL (maintenance database URL), BENCH_ENGINES=pglite,postgres, BENCH_RUNS=5,
+ *   env: BENCH_PG_URL (maintenance database URL), BENCH_ENGINES=pglite,postgres (none: the isolated figure only), BENCH_RUNS=5,
  *        BENCH_N_PG=3000, BENCH_N_PGLITE=1000
  */
 import fs from 'node:fs';
@@ -20,7 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfig, type TracingConfig } from '../src/config/index.js';
-import { createLogger, setLogger, startTracing, stopTracing } from '../src/telemetry/index.js';
+import { activeTraceparent, createLogger, endSpan, setLogger, SpanKind, startLinkedSpan, startServerSpan, startTracing, stopTracing, withActiveSpan } from '../src/telemetry/index.js';
 import { Fabric, probePostgres, type Engine } from './lib/fabric.js';
 import { Loader } from './lib/loader.js';
 import { NoiseMeter } from './lib/noise.js';
@@ -39,7 +39,7 @@ const N: Record<Engine, number> = { postgres: intEnv('BENCH_N_PG', 3000), pglite
 const BATCH = 500;
 const BATCH_CONCURRENCY = 4;
 const OPTIONS = { agents: 20, agentConcurrency: 16, workers: 2, workerConcurrency: 16 };
-const ENGINES = (process.env.BENCH_ENGINES ?? 'pglite,postgres').split(',').map((s) => s.trim()) as Engine[];
+const ENGINES = (process.env.BENCH_ENGINES ?? 'pglite,postgres').split(',').map((s) => s.trim()).filter((s) => s && s !== 'none') as Engine[];
 for (const e of ENGINES) if (e !== 'pglite' && e !== 'postgres') throw new Error(`BENCH_ENGINES: unknown engine ${e}`);
 
 const quiet = createLogger({ level: 'warn' });
@@ -144,6 +144,45 @@ async function engineRun(engine: Engine, load: Loader, tracing: TracingConfig, s
   }
 }
 
+/**
+ * The tracing work of one task alone, without the database or HTTP: the submit request's span,
+ * its traceparent, the attempt span linked to it, ended and batch-exported to the sink — CPU µs
+ * per task, tracing on minus off (off: the same helpers returning at once). Much steadier than
+ * the end-to-end figures on a shared machine; compare it with the CPU per task above.
+ */
+async function isolatedCost(tracing: TracingConfig): Promise<{ on: number; off: number }> {
+  const K = 20_000;
+  const oneTask = () => {
+    const traceparent = startServerSpan('POST /api/tasks/batch', {}, { 'http.request.method': 'POST', 'http.route': '/api/tasks/batch' }, (span) => {
+      const tp = activeTraceparent();
+      endSpan(span);
+      return tp;
+    });
+    const attempt = startLinkedSpan('task.attempt', SpanKind.CONSUMER, traceparent, { 'fabric.task_id': 'x', 'fabric.task.type': 'e2e', 'fabric.task.attempt': 1, 'fabric.agent_id': 'a', 'fabric.tenant_id': 'default' });
+    withActiveSpan(attempt, () => activeTraceparent());
+    attempt?.setAttribute('fabric.task.outcome', 'completed');
+    endSpan(attempt);
+  };
+  const measure = async (on: boolean) => {
+    if (on) startTracing(tracing);
+    const cpu0 = process.cpuUsage();
+    for (let i = 0; i < K; i++) {
+      oneTask();
+      if (i % 500 === 0) await new Promise((r) => setImmediate(r)); // let the batch processor export
+    }
+    await stopTracing(); // the export of what is left counts too
+    const cpu = process.cpuUsage(cpu0);
+    return (cpu.user + cpu.system) / K;
+  };
+  const on: number[] = [];
+  const off: number[] = [];
+  for (let run = 0; run < 3; run++) {
+    off.push(await measure(false));
+    on.push(await measure(true));
+  }
+  return { on: median(on), off: median(off) };
+}
+
 async function main(): Promise<void> {
   const started = performance.now();
   const postgres = ENGINES.includes('postgres') ? await probePostgres() : undefined;
@@ -155,6 +194,12 @@ async function main(): Promise<void> {
   console.log(
     `settings: ${RUNS} runs per mode, alternating (medians shown); ON = OpenTelemetry SDK, batch span processor, OTLP/HTTP to a local sink, sampler ${tracing.sampler}, logs at info to a file; OFF = no SDK, logs at warn; tasks per run: ` +
       ENGINES.map((e) => `${e} ${N[e]}`).join(', '),
+  );
+  const iso = await isolatedCost(tracing);
+  console.log('');
+  console.log(
+    `tracing work per task, isolated (submit span + traceparent + linked attempt span, batch-exported to the sink; CPU, medians of 3 × 20,000): ` +
+      `${fmt(iso.on, 1)} µs on, ${fmt(iso.off, 2)} µs off — ${fmt(iso.on - iso.off, 1)} µs per task`,
   );
   const load = new Loader();
   try {
