@@ -66,7 +66,7 @@ type Mode = 'on' | 'off';
 
 async function setMode(mode: Mode, tracing: TracingConfig): Promise<void> {
   if (mode === 'on') {
-    startTracing(tracing);
+    await startTracing(tracing);
     setLogger(chatty);
   } else {
     await stopTracing(); // flushes the spans still batched before the next run starts
@@ -104,7 +104,7 @@ async function e2e(f: Fabric, load: Loader, type: string): Promise<Sample> {
 
 async function engineRun(engine: Engine, load: Loader, tracing: TracingConfig, sink: { requests: number; bytes: number }): Promise<void> {
   // the ON fabric is built while tracing runs, so its request-span hooks are registered
-  startTracing(tracing);
+  await startTracing(tracing);
   const on = new Fabric(engine, OPTIONS);
   const off = new Fabric(engine, OPTIONS);
   try {
@@ -164,7 +164,7 @@ async function isolatedCost(tracing: TracingConfig): Promise<{ on: number; off: 
     endSpan(attempt);
   };
   const measure = async (on: boolean) => {
-    if (on) startTracing(tracing);
+    if (on) await startTracing(tracing);
     const cpu0 = process.cpuUsage();
     for (let i = 0; i < K; i++) {
       oneTask();

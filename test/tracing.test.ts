@@ -50,7 +50,7 @@ describe(`tracing: one task is one trace (${ENGINE})`, () => {
   let worker: Worker;
 
   before(async () => {
-    startTracing(loadConfig({}).tracing, { exporter, simple: true });
+    await startTracing(loadConfig({}).tracing, { exporter, simple: true });
     t = await startGatewayApp();
     worker = await startWorker(t, gatewayCaller(() => t));
   });
@@ -150,7 +150,7 @@ describe(`tracing: a sandbox session is a span of its attempt (${ENGINE})`, { sk
   let root: string;
 
   before(async () => {
-    startTracing(loadConfig({}).tracing, { exporter, simple: true });
+    await startTracing(loadConfig({}).tracing, { exporter, simple: true });
     t = await startTestApp();
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'fabric-tracing-sandbox-'));
     fs.chmodSync(root, 0o755);

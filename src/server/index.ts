@@ -89,7 +89,7 @@ function sessionTokenMinter(config: FabricConfig, options: TokenOptions | undefi
 /** Opens the database, migrates, seeds the default tenant, then starts the API and/or workers. */
 export async function startFabric(config: FabricConfig, mode: FabricMode, options: StartOptions = {}): Promise<RunningFabric> {
   setLogger(createLogger({ level: config.logLevel, file: config.logFile }));
-  startTracing(config.tracing, { warn: (message, err) => logger().warn({ err }, `tracing: ${message}`) });
+  await startTracing(config.tracing, { warn: (message, err) => logger().warn({ err }, `tracing: ${message}`) });
   if (mode !== 'dev' && !config.databaseUrl)
     throw new ConfigError(`${mode} runs against PostgreSQL: set DATABASE_URL (use \`agent-fabric dev\` for the embedded database).`);
   // The database (and with it the data-dir lock) comes first, so two processes starting at

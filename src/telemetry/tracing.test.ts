@@ -50,8 +50,8 @@ describe('tracing configuration (OTEL_* variables)', () => {
 });
 
 describe('tracing helpers', () => {
-  it('off: no SDK, no span, no context — the API keeps its no-op tracer', () => {
-    startTracing(loadConfig({}).tracing);
+  it('off: no SDK, no span, no context — the API keeps its no-op tracer', async () => {
+    await startTracing(loadConfig({}).tracing);
     assert.equal(tracingEnabled(), false);
     assert.equal(startSpan('x', SpanKind.INTERNAL, {}), undefined);
     assert.equal(startLinkedSpan('x', SpanKind.CONSUMER, '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', {}), undefined);
@@ -62,7 +62,7 @@ describe('tracing helpers', () => {
 
   it('on: a stored traceparent continues its trace, and the active span shows in traceparent and log ids', async () => {
     const exporter = new InMemorySpanExporter();
-    startTracing(loadConfig({}).tracing, { exporter, simple: true });
+    await startTracing(loadConfig({}).tracing, { exporter, simple: true });
     try {
       const stored = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
       assert.ok(contextFromTraceparent(stored));
@@ -91,7 +91,7 @@ describe('tracing helpers', () => {
   it('an export the collector refuses is reported through the warn hook (the server logs it), not thrown', async () => {
     const warnings: string[] = [];
     const config = loadConfig({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://127.0.0.1:1/v1/traces' }).tracing;
-    startTracing(config, { warn: (message, err) => warnings.push(`${message} ${err instanceof Error ? err.message : String(err)}`) });
+    await startTracing(config, { warn: (message, err) => warnings.push(`${message} ${err instanceof Error ? err.message : String(err)}`) });
     startSpan('lost', SpanKind.INTERNAL, {})!.end();
     await stopTracing(); // flushes: the export fails (nothing listens on port 1)
     assert.ok(warnings.length > 0, 'the failed export was reported');

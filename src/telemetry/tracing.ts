@@ -1,34 +1,19 @@
 import { context, diag, DiagLogLevel, propagation, trace, ROOT_CONTEXT, SpanKind, SpanStatusCode, type Attributes, type Context, type Span } from '@opentelemetry/api';
-import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import { W3CTraceContextPropagator } from '@opentelemetry/core';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { resourceFromAttributes } from '@opentelemetry/resources';
-import {
-  AlwaysOffSampler,
-  AlwaysOnSampler,
-  BasicTracerProvider,
-  BatchSpanProcessor,
-  ParentBasedSampler,
-  SimpleSpanProcessor,
-  TraceIdRatioBasedSampler,
-  type Sampler,
-  type SpanExporter,
-} from '@opentelemetry/sdk-trace-base';
-import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
+import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { TracingConfig } from '../config/index.js';
+import type { SdkHandle } from './sdk.js';
 
 export { SpanKind, SpanStatusCode, type Span } from '@opentelemetry/api';
 
 /**
- * OpenTelemetry tracing (FR-TEL-2). Off by default: then no SDK is started, the API's no-op
- * tracer stays in place, and every helper here returns before touching it — a disabled fabric
- * pays one boolean test per instrumented step.
+ * OpenTelemetry tracing (FR-TEL-2). Off by default: then no SDK is loaded (sdk.ts is imported
+ * only when tracing starts: its modules cost ~0.3 s of CPU to load), the API's no-op tracer
+ * stays in place, and every helper here returns before touching it — a disabled fabric pays
+ * one boolean test per instrumented step.
  */
 
 const TRACER = 'agent-fabric';
-const propagator = new W3CTraceContextPropagator();
-let provider: BasicTracerProvider | undefined;
-let contextManager: AsyncLocalStorageContextManager | undefined;
+let provider: SdkHandle | undefined;
 let warnHook: TracingOptions['warn'];
 
 export interface TracingOptions {
@@ -45,43 +30,18 @@ export function tracingEnabled(): boolean {
   return provider !== undefined;
 }
 
-function samplerFor(config: TracingConfig): Sampler {
-  const ratio = new TraceIdRatioBasedSampler(config.samplerRatio);
-  switch (config.sampler) {
-    case 'always_on':
-      return new AlwaysOnSampler();
-    case 'always_off':
-      return new AlwaysOffSampler();
-    case 'traceidratio':
-      return ratio;
-    case 'parentbased_always_off':
-      return new ParentBasedSampler({ root: new AlwaysOffSampler() });
-    case 'parentbased_traceidratio':
-      return new ParentBasedSampler({ root: ratio });
-    default:
-      return new ParentBasedSampler({ root: new AlwaysOnSampler() });
-  }
-}
-
 /** Starts the SDK when `config.enabled` (or an exporter is given); a no-op otherwise. Idempotent. */
-export function startTracing(config: TracingConfig, options: TracingOptions = {}): void {
+export async function startTracing(config: TracingConfig, options: TracingOptions = {}): Promise<void> {
   if (provider || (!config.enabled && !options.exporter)) return;
-  const exporter = options.exporter ?? new OTLPTraceExporter({ url: config.tracesUrl, headers: config.headers });
-  provider = new BasicTracerProvider({
-    resource: resourceFromAttributes({ ...config.resourceAttributes, [ATTR_SERVICE_NAME]: config.serviceName, [ATTR_SERVICE_VERSION]: '0.1.0' }),
-    sampler: samplerFor(config),
-    spanProcessors: [options.simple ? new SimpleSpanProcessor(exporter) : new BatchSpanProcessor(exporter)],
-  });
+  const { startSdk } = await import('./sdk.js');
+  if (provider) return; // started meanwhile
   const warn = (warnHook = options.warn);
   if (warn) {
     const report = (message: string, ...args: unknown[]) => warn(message, args.find((a) => a instanceof Error) ?? (args.length ? String(args[0]) : undefined));
     const ignore = () => {};
     diag.setLogger({ error: report, warn: report, info: ignore, debug: ignore, verbose: ignore }, DiagLogLevel.WARN);
   }
-  contextManager = new AsyncLocalStorageContextManager().enable();
-  context.setGlobalContextManager(contextManager);
-  propagation.setGlobalPropagator(propagator);
-  trace.setGlobalTracerProvider(provider);
+  provider = startSdk(config, options);
 }
 
 /** Flushes what is buffered and stops the SDK (at shutdown; tests between runs). */
@@ -96,7 +56,6 @@ export async function stopTracing(): Promise<void> {
   context.disable();
   propagation.disable();
   diag.disable();
-  contextManager = undefined;
 }
 
 /** Starts a span under the active context (or `parent`); undefined when tracing is off. */
@@ -125,14 +84,14 @@ export function endSpan(span: Span | undefined, error?: { code?: string; message
 export function activeTraceparent(): string | undefined {
   if (!provider) return undefined;
   const carrier: Record<string, string> = {};
-  propagator.inject(context.active(), carrier, { set: (c, k, v) => void (c[k] = v) });
+  propagation.inject(context.active(), carrier, { set: (c, k, v) => void (c[k] = v) });
   return carrier.traceparent;
 }
 
 /** The context a `traceparent` (from a task row or a request header) names, to parent spans on. */
 export function contextFromTraceparent(traceparent: string | null | undefined): Context | undefined {
   if (!provider || !traceparent) return undefined;
-  const ctx = propagator.extract(ROOT_CONTEXT, { traceparent }, { get: (c, k) => c[k], keys: (c) => Object.keys(c) });
+  const ctx = propagation.extract(ROOT_CONTEXT, { traceparent } as Record<string, string>, { get: (c, k) => c[k], keys: (c) => Object.keys(c) });
   return trace.getSpanContext(ctx) ? ctx : undefined;
 }
 
@@ -174,6 +133,6 @@ export function startLinkedSpan(name: string, kind: SpanKind, traceparent: strin
 export function traceparentOf(span: Span | undefined): string | undefined {
   if (!span) return undefined;
   const carrier: Record<string, string> = {};
-  propagator.inject(trace.setSpan(ROOT_CONTEXT, span), carrier, { set: (c, k, v) => void (c[k] = v) });
+  propagation.inject(trace.setSpan(ROOT_CONTEXT, span), carrier, { set: (c, k, v) => void (c[k] = v) });
   return carrier.traceparent;
 }
