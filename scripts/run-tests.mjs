@@ -2,6 +2,10 @@
 // Runs the whole suite once per database engine: PGlite always, PostgreSQL when a server
 // is reachable. In CI (CI=true) or with FABRIC_REQUIRE_POSTGRES=1, an unreachable
 // PostgreSQL fails the run instead of being reported as not run.
+// Every process of a run logs at debug (FABRIC_LOG_LEVEL overrides) into one file per engine
+// (FABRIC_LOG_FILE); after the run the file is grepped for the secrets the tests plant
+// (test/support/planted-secrets.ts) and the run fails if one is found — or, on a full run,
+// if nothing was logged at all, so the check cannot pass vacuously.
 // Usage: npm test [-- <test files…>]   env: FABRIC_TEST_ENGINES=pglite,postgres
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -27,7 +31,9 @@ function findTests(dir) {
   });
 }
 
-const files = process.argv.slice(2).length ? process.argv.slice(2) : [...findTests(path.join(root, 'src')), ...findTests(path.join(root, 'test'))].sort();
+const targeted = process.argv.slice(2).length > 0;
+const files = targeted ? process.argv.slice(2) : [...findTests(path.join(root, 'src')), ...findTests(path.join(root, 'test'))].sort();
+const logLevel = process.env.FABRIC_LOG_LEVEL ?? 'debug';
 
 function run(cmd, args, env, capture) {
   return new Promise((resolve) => {
@@ -62,8 +68,10 @@ for (const engine of engines) {
     FABRIC_TEST_PG_URL: pgUrl,
     FABRIC_TEST_PGLITE_TEMPLATE: path.join(tmp, `pglite-template-${process.pid}.tar`),
     FABRIC_TEST_PG_TEMPLATE: pgTemplate,
-    FABRIC_LOG_LEVEL: process.env.FABRIC_LOG_LEVEL ?? 'silent',
+    FABRIC_LOG_LEVEL: logLevel,
+    FABRIC_LOG_FILE: path.join(tmp, `logs-${engine}-${process.pid}.jsonl`),
   };
+  fs.rmSync(env.FABRIC_LOG_FILE, { force: true });
   if (engine === 'postgres') {
     const reach = await postgresReachable();
     if (!reach.ok) {
@@ -90,9 +98,20 @@ for (const engine of engines) {
   const r = { engine, pass: count('pass'), fail: count('fail'), skipped: count('skipped') + count('todo'), skippedSuites };
   if (code !== 0 && r.fail === 0) r.fail = 1;
   if (code !== 0) failed = true;
+  r.secrets = await checkLogSecrets(env);
+  if (!r.secrets.ok) failed = true;
   results.push(r);
   if (engine === 'postgres') await dropTemplate();
   else fs.rmSync(env.FABRIC_TEST_PGLITE_TEMPLATE, { force: true });
+}
+
+/** Greps the run's log file for planted secrets (test/support/check-log-secrets.ts); keeps the file when the check fails. */
+async function checkLogSecrets(env) {
+  if (logLevel === 'silent') return { ok: true, note: 'planted-secret check NOT RUN: FABRIC_LOG_LEVEL=silent, nothing was logged' };
+  const args = ['--import', 'tsx', 'test/support/check-log-secrets.ts', ...(targeted ? ['--allow-empty'] : []), env.FABRIC_LOG_FILE];
+  const { code, out } = await run(process.execPath, args, {}, true);
+  if (code === 0) fs.rmSync(env.FABRIC_LOG_FILE, { force: true });
+  return { ok: code === 0, note: out.trim().split('\n')[0] + (code === 0 ? '' : ` (log kept: ${path.relative(root, env.FABRIC_LOG_FILE)})`) };
 }
 
 async function dropTemplate() {
@@ -113,9 +132,9 @@ console.log('\n=== summary ===');
 let pass = 0, fail = 0, skipped = 0;
 for (const r of results) {
   if (r.notRun) console.log(`${r.engine}: ${r.notRun}`);
-  else console.log(`${r.engine}: ${r.pass} passed, ${r.fail} failed, ${r.skipped} skipped tests${r.skippedSuites ? `, ${r.skippedSuites} skipped suite(s) (each says why)` : ''}`);
+  else console.log(`${r.engine}: ${r.pass} passed, ${r.fail} failed, ${r.skipped} skipped tests${r.skippedSuites ? `, ${r.skippedSuites} skipped suite(s) (each says why)` : ''}${r.secrets ? `; ${r.secrets.note}` : ''}`);
   pass += r.pass ?? 0;
-  fail += r.fail ?? 0;
+  fail += (r.fail ?? 0) + (r.secrets && !r.secrets.ok ? 1 : 0);
   skipped += (r.skipped ?? 0) + (r.skippedSuites ?? 0);
 }
 if (results.some((r) => r.notRun) && requirePostgres) {

@@ -20,7 +20,7 @@ export async function runAudit(argv: string[]): Promise<void> {
   if (tenant !== undefined && tenant !== 'platform' && !TENANT_ID_PATTERN.test(tenant))
     throw new UsageError(`--tenant must be a tenant id (lowercase letters, digits, dashes) or "platform", got "${tenant}"`);
   const config = loadConfig(process.env, { dataDir: flags['data-dir'] as string | undefined });
-  setLogger(createLogger({ level: 'warn' }));
+  setLogger(createLogger({ level: 'warn', file: config.logFile }));
   const db = await openDb(config);
   try {
     // "platform" names the chain of platform-level rows (tenant_id NULL), verified with the rest when no --tenant is given.

@@ -10,7 +10,7 @@ export async function runMigrate(argv: string[]): Promise<void> {
   const flags = parseFlags(argv, { 'data-dir': { type: 'string' } });
   if (flags.help) return void console.log(MIGRATE_HELP);
   const config = loadConfig(process.env, { dataDir: flags['data-dir'] as string | undefined });
-  setLogger(createLogger({ level: 'warn' }));
+  setLogger(createLogger({ level: 'warn', file: config.logFile }));
   const db = await openDb(config);
   try {
     const { applied, current } = await migrate(db);

@@ -129,6 +129,24 @@ export interface GatewayConfig {
   cancelPollMs: number;
 }
 
+/** OpenTelemetry tracing from the standard OTEL_* variables (README "Tracing"); off unless an OTLP endpoint is set. */
+export interface TracingConfig {
+  /** On when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set or OTEL_TRACES_EXPORTER=otlp, unless OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none. */
+  enabled: boolean;
+  /** `OTEL_SERVICE_NAME`, default agent-fabric. */
+  serviceName: string;
+  /** Where spans are POSTed (OTLP/HTTP JSON): `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as is, else `OTEL_EXPORTER_OTLP_ENDPOINT` + /v1/traces, else http://localhost:4318/v1/traces. */
+  tracesUrl: string;
+  /** Headers sent with every export (`OTEL_EXPORTER_OTLP_HEADERS`, then `…_TRACES_HEADERS`: k=v,k=v); they may hold a key, so they are never logged. */
+  headers: Record<string, string>;
+  /** `OTEL_TRACES_SAMPLER`, default parentbased_always_on. */
+  sampler: 'always_on' | 'always_off' | 'traceidratio' | 'parentbased_always_on' | 'parentbased_always_off' | 'parentbased_traceidratio';
+  /** Ratio of the traceidratio samplers. `OTEL_TRACES_SAMPLER_ARG`, default 1. */
+  samplerRatio: number;
+  /** Extra resource attributes. `OTEL_RESOURCE_ATTRIBUTES` (k=v,k=v). */
+  resourceAttributes: Record<string, string>;
+}
+
 /** Everything the service reads from its environment, validated once at start. */
 export interface FabricConfig {
   /** TCP port of the HTTP API. `PORT`, default 8787. */
@@ -155,6 +173,9 @@ export interface FabricConfig {
   jwtAudience: string;
   /** pino level. `FABRIC_LOG_LEVEL`, default info */
   logLevel: string;
+  /** Append log lines to this file instead of stdout. `FABRIC_LOG_FILE` */
+  logFile: string | undefined;
+  tracing: TracingConfig;
   /** Largest accepted request body. `FABRIC_BODY_LIMIT_BYTES`, default 1 MiB. */
   bodyLimitBytes: number;
   /** How long an idempotent response is replayed. `FABRIC_IDEMPOTENCY_TTL_SECONDS`, default 86400. */
@@ -210,6 +231,17 @@ const EnvSchema = z.object({
   FABRIC_JWT_ISSUER: z.string().min(1).default('agent-fabric'),
   FABRIC_JWT_AUDIENCE: z.string().min(1).default('agent-fabric'),
   FABRIC_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  FABRIC_LOG_FILE: z.string().min(1).optional(),
+  OTEL_SDK_DISABLED: z.enum(['true', 'false', 'TRUE', 'FALSE', '1', '0']).optional(),
+  OTEL_TRACES_EXPORTER: z.enum(['otlp', 'none']).optional(),
+  OTEL_SERVICE_NAME: z.string().min(1).default('agent-fabric'),
+  OTEL_EXPORTER_OTLP_ENDPOINT: z.url().optional(),
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: z.url().optional(),
+  OTEL_EXPORTER_OTLP_HEADERS: z.string().optional().transform((v, ctx) => parsePairs(v, ctx)),
+  OTEL_EXPORTER_OTLP_TRACES_HEADERS: z.string().optional().transform((v, ctx) => parsePairs(v, ctx)),
+  OTEL_TRACES_SAMPLER: z.enum(['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio']).default('parentbased_always_on'),
+  OTEL_TRACES_SAMPLER_ARG: z.coerce.number().min(0).max(1).default(1),
+  OTEL_RESOURCE_ATTRIBUTES: z.string().optional().transform((v, ctx) => parsePairs(v, ctx)),
   FABRIC_BODY_LIMIT_BYTES: int(1024).default(1024 * 1024),
   FABRIC_IDEMPOTENCY_TTL_SECONDS: int(60).default(86_400),
   FABRIC_WORKER_CONCURRENCY: int(1).max(1000).default(4),
@@ -323,6 +355,25 @@ function parseUpstreams(raw: string | undefined, env: NodeJS.ProcessEnv): Gatewa
   });
 }
 
+/** The OTEL `k=v,k=v` lists (headers, resource attributes); values are percent-decoded as the spec says. */
+function parsePairs(value: string | undefined, ctx: z.RefinementCtx): Record<string, string> {
+  const pairs: Record<string, string> = {};
+  for (const part of (value ?? '').split(',').map((p) => p.trim()).filter(Boolean)) {
+    const at = part.indexOf('=');
+    if (at < 1) {
+      ctx.addIssue({ code: 'custom', message: `an entry is not key=value (e.g. api-key=…)` });
+      return {};
+    }
+    try {
+      pairs[decodeURIComponent(part.slice(0, at).trim())] = decodeURIComponent(part.slice(at + 1).trim());
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'an entry has broken percent-encoding' });
+      return {};
+    }
+  }
+  return pairs;
+}
+
 /** `runtime=seconds,…` with a `default` entry, e.g. `default=600,java=1800`. */
 function parseProfiles(value: string, ctx: z.RefinementCtx): Record<string, number> & { default: number } {
   const profiles: Record<string, number> = {};
@@ -366,6 +417,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     jwtIssuer: e.FABRIC_JWT_ISSUER,
     jwtAudience: e.FABRIC_JWT_AUDIENCE,
     logLevel: e.FABRIC_LOG_LEVEL,
+    logFile: e.FABRIC_LOG_FILE === undefined ? undefined : path.resolve(e.FABRIC_LOG_FILE),
+    tracing: tracingConfig(e),
     bodyLimitBytes: e.FABRIC_BODY_LIMIT_BYTES,
     idempotencyTtlSeconds: e.FABRIC_IDEMPOTENCY_TTL_SECONDS,
     quotaDefaults: {
@@ -447,6 +500,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   if (overrides.dataDir) merged.dataDir = path.resolve(overrides.dataDir);
   if (overrides.dataDir && !e.FABRIC_EMBEDDINGS_CACHE_DIR && !overrides.embeddings) merged.embeddings = { ...merged.embeddings, cacheDir: path.join(merged.dataDir, 'embeddings') };
   return merged;
+}
+
+function tracingConfig(e: z.infer<typeof EnvSchema>): TracingConfig {
+  const disabled = e.OTEL_SDK_DISABLED?.toLowerCase() === 'true' || e.OTEL_SDK_DISABLED === '1' || e.OTEL_TRACES_EXPORTER === 'none';
+  const endpoint = e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? (e.OTEL_EXPORTER_OTLP_ENDPOINT ? `${e.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/+$/, '')}/v1/traces` : undefined);
+  return {
+    enabled: !disabled && (endpoint !== undefined || e.OTEL_TRACES_EXPORTER === 'otlp'),
+    serviceName: e.OTEL_SERVICE_NAME,
+    tracesUrl: endpoint ?? 'http://localhost:4318/v1/traces',
+    headers: { ...e.OTEL_EXPORTER_OTLP_HEADERS, ...e.OTEL_EXPORTER_OTLP_TRACES_HEADERS },
+    sampler: e.OTEL_TRACES_SAMPLER,
+    samplerRatio: e.OTEL_TRACES_SAMPLER_ARG,
+    resourceAttributes: e.OTEL_RESOURCE_ATTRIBUTES,
+  };
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

@@ -27,6 +27,8 @@ export type InjectedFailure = 500 | 429 | 'timeout';
 export interface FakeRequest {
   path: string;
   authorization: string | undefined;
+  /** The W3C trace context the gateway sent (tracing on). */
+  traceparent: string | undefined;
   body: Record<string, unknown>;
 }
 
@@ -81,7 +83,7 @@ export async function startFakeUpstream(options: FakeUpstreamOptions = {}, port 
       return send(res, 400, { error: { message: 'invalid JSON', type: 'invalid_request_error', code: null, param: null } });
     }
     const path = (req.url ?? '').replace(/^\/v1/, '');
-    requests.push({ path, authorization: req.headers.authorization, body });
+    requests.push({ path, authorization: req.headers.authorization, traceparent: req.headers.traceparent as string | undefined, body });
     const failure = failures.shift();
     if (failure === 'timeout') return; // held: the caller's timeout ends it
     if (failure === 500) return send(res, 500, { error: { message: 'injected failure', type: 'server_error', code: null, param: null } });

@@ -88,6 +88,8 @@ export interface ForwardRequest {
   attemptTimeoutMs: number;
   maxRetries: number;
   retryBaseMs: number;
+  /** W3C trace context of the call's span, sent as the `traceparent` header (tracing on). */
+  traceparent?: string | undefined;
 }
 
 const RETRYABLE = (status: number) => status === 429 || status >= 500;
@@ -113,7 +115,7 @@ export async function forward(r: ForwardRequest): Promise<{ response: UpstreamRe
     try {
       const response = await post(
         r.url,
-        { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...(r.apiKey ? { authorization: `Bearer ${r.apiKey}` } : {}) },
+        { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...(r.apiKey ? { authorization: `Bearer ${r.apiKey}` } : {}), ...(r.traceparent ? { traceparent: r.traceparent } : {}) },
         r.body,
         AbortSignal.any([r.signal, tryTimeout]),
       );

@@ -3,7 +3,7 @@ import type { TokenVerifier } from '../auth/index.js';
 import type { GatewayConfig } from '../config/index.js';
 import type { Db } from '../db/index.js';
 import { FabricError } from '../errors/index.js';
-import { logger } from '../telemetry/index.js';
+import { addToContext, logger, traceparentOf } from '../telemetry/index.js';
 import { CancelWatch } from './cancel-watch.js';
 import { identify, loadCaller, type Caller, type TokenCaller } from './caller.js';
 import { forward, UpstreamFailure, type UpstreamResponse } from './forward.js';
@@ -12,6 +12,7 @@ import { gatewayCalls, upstreamLatency } from './metrics.js';
 import { agentConfigPolicy, type ModelPolicy } from './policy.js';
 import { costMicros } from './pricing.js';
 import { RateLimiter, type RateLimits } from './rate-limit.js';
+import { endUpstreamSpan, startUpstreamSpan } from './tracing.js';
 import { eventData, SseSplitter } from './sse.js';
 import { chatPromptTokens, embeddingInputTokens, textTokens } from './tokens.js';
 import { ModelCatalog, scrub, type ModelRoute } from './upstreams.js';
@@ -147,6 +148,8 @@ export class Gateway {
       this.limiter.refund(t.agentId, t.tenantId, p.worst.tokens);
       throw err;
     }
+    addToContext({ tenant_id: caller.tenantId, agent_id: caller.agentId, task_id: caller.taskId });
+    const span = await startUpstreamSpan(this.o.db, caller, p.route, kind, callId);
     const controller = new AbortController();
     const onGone = () => controller.abort(new FabricError(499, 'client_disconnected', 'The client closed the connection.'));
     res.gone.addEventListener('abort', onGone);
@@ -179,6 +182,7 @@ export class Gateway {
         attemptTimeoutMs: this.o.config.attemptTimeoutMs,
         maxRetries: this.o.config.maxRetries,
         retryBaseMs: this.o.config.retryBaseMs,
+        traceparent: traceparentOf(span),
       });
       record.tries = tries;
       record.status = response.status;
@@ -200,6 +204,7 @@ export class Gateway {
     record.durationMs = Math.round((performance.now() - started) * 100) / 100;
     upstreamLatency.observe({ upstream: record.upstream, model: record.model, outcome: record.outcome === 'complete' ? 'ok' : 'error' }, record.durationMs / 1000);
     gatewayCalls.inc({ model: record.model, outcome: record.outcome });
+    endUpstreamSpan(span, record, failure !== undefined);
     this.limiter.refund(caller.agentId, caller.tenantId, p.worst.tokens - record.inputTokens - record.outputTokens);
     if (failure !== undefined) {
       if (p.stream) res.end();

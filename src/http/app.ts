@@ -14,8 +14,9 @@ import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTyp
 import type { EventHubOptions } from '../events/index.js';
 import type { ProvisionOptions } from '../tenancy/index.js';
 import type { SemanticMemoryService } from '../memory/semantic/index.js';
-import { httpRequestDuration, httpRequestsTotal, logger, runWithContext, telemetryAllowed } from '../telemetry/index.js';
+import { httpRequestDuration, httpRequestsTotal, logger, runWithContext, telemetryAllowed, tracingEnabled } from '../telemetry/index.js';
 import { registerAuth } from './auth.js';
+import { registerRequestSpans } from './tracing.js';
 import { handleError } from './errors.js';
 import { agentRoutes } from './routes/agents.js';
 import { alertRoutes } from './routes/alerts.js';
@@ -109,6 +110,7 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
     void reply.header('x-request-id', req.id);
     runWithContext({ request_id: req.id }, done);
   });
+  registerRequestSpans(app, tracingEnabled());
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unmatched';
     const labels = { method: req.method, route, status: String(reply.statusCode) };

@@ -11,6 +11,8 @@ export interface ClaimedTask {
   workerId: string;
   /** How long it waited ready in the queue before this claim. */
   waitedSeconds: number;
+  /** The submit's W3C trace context, which the attempt's span continues; null when the submit was not traced. */
+  traceparent: string | null;
 }
 
 /**
@@ -30,7 +32,7 @@ export async function claimTasks(db: Db, workerId: string, limit: number, option
   const promoted = summary?.o_promoted ?? 0;
   if (promoted > 0) db.notifySoon(READY_CHANNEL);
   if (promoted > 0 || started.length > 0) db.notifySoon(EVENTS_CHANNEL);
-  return started.map((row) => ({ task: toTask(row), attempt: row.attempts, workerId, waitedSeconds: row.waited ?? 0 }));
+  return started.map((row) => ({ task: toTask(row), attempt: row.attempts, workerId, waitedSeconds: row.waited ?? 0, traceparent: row.traceparent ?? null }));
 }
 
 /**

@@ -27,6 +27,8 @@ export interface TaskRow {
   started_at: Date | null;
   finished_at: Date | null;
   depends_on: string[] | null;
+  /** W3C trace context of the submit (tracing on), which the attempts continue. */
+  traceparent?: string | null;
 }
 
 /** SELECT list that also gathers the dependency ids. */

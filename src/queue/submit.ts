@@ -3,7 +3,7 @@ import type { Principal } from '../auth/index.js';
 import type { Db, Tx } from '../db/index.js';
 import { FabricError, notFound } from '../errors/index.js';
 import { EVENTS_CHANNEL } from '../events/index.js';
-import { currentContext } from '../telemetry/index.js';
+import { activeTraceparent, currentContext } from '../telemetry/index.js';
 import { READY_CHANNEL, type QueueOptions } from './options.js';
 import { toTask, type TaskRow } from './rows.js';
 import { resolveTimeouts } from './timeouts.js';
@@ -62,13 +62,12 @@ export async function submitTasks(target: SubmitTarget, actor: Principal, inputs
   }));
   let inserted;
   try {
-    inserted = await q.query<TaskRow>('SELECT *, NULL::text[] AS depends_on FROM fabric_submit_tasks($1, $2::jsonb, $3, $4, $5)', [
-      actor.tenantId,
-      JSON.stringify(rows),
-      options.agingSeconds,
-      actor.sub,
-      currentContext().request_id ?? null,
-    ]);
+    // Traced: the tasks keep the submit's trace context, so their attempts join its trace.
+    const traceparent = activeTraceparent();
+    const params = [actor.tenantId, JSON.stringify(rows), options.agingSeconds, actor.sub, currentContext().request_id ?? null];
+    inserted = traceparent
+      ? await q.query<TaskRow>('SELECT *, NULL::text[] AS depends_on FROM fabric_submit_traced_tasks($1, $2::jsonb, $3, $4, $5, $6)', [...params, traceparent])
+      : await q.query<TaskRow>('SELECT *, NULL::text[] AS depends_on FROM fabric_submit_tasks($1, $2::jsonb, $3, $4, $5)', params);
   } catch (err) {
     throw submitError(err, options.queueFullRetryAfterSeconds);
   }

@@ -4,7 +4,7 @@ import { recordAudit } from '../audit/index.js';
 import type { Db } from '../db/index.js';
 import { contentTypeForName, type AgentFiles } from '../files/index.js';
 import type { Task } from '../queue/index.js';
-import { logger } from '../telemetry/index.js';
+import { activeTraceparent, endSpan, logger, SpanKind, startSpan, withActiveSpan } from '../telemetry/index.js';
 import { codeDirProblem } from './code-dir.js';
 import type { EgressCheck, EgressDecision } from './egress/index.js';
 import { AttemptError, PermanentError, type ExecutionContext, type Executor } from '../worker/index.js';
@@ -109,7 +109,23 @@ export class SandboxExecutor implements Executor {
     const codeProblem = codeDir === undefined ? undefined : await codeDirProblem(codeDir);
     if (codeProblem) throw new PermanentError(`Agent ${ctx.agent.id}: ${codeProblem}.`, 'code_dir_unreadable');
     const sessionId = randomUUID();
+    const span = startSpan('sandbox.session', SpanKind.INTERNAL, { 'fabric.session_id': sessionId, 'fabric.task_id': task.id, 'fabric.agent_id': task.agent_id, 'fabric.sandbox.isolation': iso.level });
+    try {
+      const result = await withActiveSpan(span, () => this.runSession(task, ctx, sessionId, command as string[], codeDir));
+      endSpan(span);
+      return result;
+    } catch (err) {
+      endSpan(span, err as Error);
+      throw err;
+    }
+  }
+
+  /** One session: start recorded, the program run, usage, artifacts and wipe evidence recorded. */
+  private async runSession(task: Task, ctx: ExecutionContext, sessionId: string, command: string[], codeDir: string | undefined): Promise<unknown> {
+    const iso = ctx.agent.isolation;
+    if (iso.level === 'none') throw new Error('unreachable: in-process agents never get a session');
     const o = this.options;
+    const traceparent = activeTraceparent();
     const token = await o.mintSessionToken({ agentId: task.agent_id, tenantId: task.tenant_id, sessionId, ttlSeconds: task.timeout_seconds });
     const api = new URL(o.apiUrl);
     const egressCheck = await o.egressPolicy?.(task);
@@ -122,7 +138,7 @@ export class SandboxExecutor implements Executor {
         {
           id: sessionId,
           level: iso.level,
-          command: command as string[],
+          command,
           codeDir,
           memoryMb: iso.memory_mb,
           cpuCores: iso.cpu_cores,
@@ -138,6 +154,9 @@ export class SandboxExecutor implements Executor {
             FABRIC_AGENT_ID: task.agent_id,
             OPENAI_BASE_URL: `${o.apiUrl.replace(/\/$/, '')}/v1`,
             OPENAI_API_KEY: token,
+            // the W3C convention for handing trace context to a process: forward it as the
+            // traceparent header of model calls and they join the task's trace
+            ...(traceparent ? { TRACEPARENT: traceparent } : {}),
           },
           stdin: JSON.stringify(task),
           // the worker's own timer aborts at timeout_seconds; this is the backstop

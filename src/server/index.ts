@@ -15,7 +15,7 @@ import { PolicyEngine, policySubmitHook } from '../policy/index.js';
 import { AgentScheduler } from '../queue/index.js';
 import { startSandboxRuntime, type SandboxRuntime } from '../sandbox/index.js';
 import { ensureDefaultTenant } from '../tenancy/index.js';
-import { configureAgentLabels, createLogger, logger, setLogger } from '../telemetry/index.js';
+import { configureAgentLabels, createLogger, logger, setLogger, startTracing, stopTracing } from '../telemetry/index.js';
 import { InProcessExecutor, Worker, type Executor } from '../worker/index.js';
 
 /** dev: everything on the embedded database; serve: the API (+ workers) on PostgreSQL; worker: workers only. */
@@ -91,8 +91,9 @@ function sessionTokenMinter(config: FabricConfig, options: TokenOptions | undefi
 
 /** Opens the database, migrates, seeds the default tenant, then starts the API and/or workers. */
 export async function startFabric(config: FabricConfig, mode: FabricMode, options: StartOptions = {}): Promise<RunningFabric> {
-  setLogger(createLogger({ level: config.logLevel }));
+  setLogger(createLogger({ level: config.logLevel, file: config.logFile }));
   configureAgentLabels({ enabled: config.metrics.agentLabels, maxAgents: config.metrics.maxAgentLabels });
+  await startTracing(config.tracing, { warn: (message, err) => logger().warn({ err }, `tracing: ${message}`) });
   if (mode !== 'dev' && !config.databaseUrl)
     throw new ConfigError(`${mode} runs against PostgreSQL: set DATABASE_URL (use \`agent-fabric dev\` for the embedded database).`);
   // The database (and with it the data-dir lock) comes first, so two processes starting at
@@ -176,6 +177,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
     await compliance?.stop();
     await erasure?.close();
     await db.close();
+    await stopTracing();
     throw err;
   }
   const every = (ms: number, what: string, fn: () => Promise<unknown>) => {
@@ -225,6 +227,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
       await compliance?.stop();
       await erasure?.close();
       await db.close();
+      await stopTracing(); // flushes the spans still batched
     },
   };
 }

@@ -5,3 +5,23 @@ export { agentLabel, capAgentSeries, configureAgentLabels, agentLabelOptions, OT
 export { memoryEmbedLatency, histogramQuantile, EMBED_LATENCY_BUCKETS } from './monitor-metrics.js';
 export { CounterWindows, sumCounts, FAILED_ATTEMPT_STATUSES, type WindowCounts, type WindowStats } from './window-stats.js';
 export { setZeroTelemetryLookup, telemetryAllowed, TELEMETRY_KINDS, ZERO_TELEMETRY_LABEL, type TelemetryKind } from './zero-telemetry.js';
+export { scrubText, scrubError } from './scrub.js';
+export {
+  startTracing,
+  stopTracing,
+  tracingEnabled,
+  startSpan,
+  withActiveSpan,
+  endSpan,
+  activeTraceparent,
+  contextFromTraceparent,
+  activeTraceIds,
+  startServerSpan,
+  startLinkedSpan,
+  traceparentOf,
+  requestContinuesTrace,
+  SpanKind,
+  SpanStatusCode,
+  type Span,
+  type TracingOptions,
+} from './tracing.js';

@@ -31,6 +31,8 @@ export interface ExecutionContext {
   agent: Agent;
   /** The worker running the attempt. */
   workerId: string;
+  /** W3C trace context of the attempt's span (tracing on): send it as the `traceparent` header of calls to the fabric (the model gateway) so they join the task's trace. */
+  traceparent?: string;
   /** A line for the attempt's log. */
   log(line: string): void;
   /**

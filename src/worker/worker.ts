@@ -17,7 +17,7 @@ import {
   type FinishResult,
   type QueueOptions,
 } from '../queue/index.js';
-import { agentLabel, logger, runWithContext, taskClaimLatency, taskDuration, tasksTotal } from '../telemetry/index.js';
+import { activeTraceparent, agentLabel, endSpan, logger, runWithContext, SpanKind, startLinkedSpan, taskClaimLatency, taskDuration, tasksTotal, withActiveSpan } from '../telemetry/index.js';
 import { countTokens } from '../budget/metrics.js';
 import { getAgent, type Agent } from '../tenancy/index.js';
 import { AttemptLog } from './attempt-log.js';
@@ -136,7 +136,17 @@ export class Worker {
     const timeout = setTimeout(() => controller.abort('timeout' satisfies StopReason), Math.min(claim.task.timeout_seconds, this.queue.timeouts.ceilingSeconds) * 1000); // a ceiling lowered since the submit applies too
     const started = process.hrtime.bigint();
     let settled: Promise<unknown> = Promise.resolve();
-    runWithContext({ task_id: claim.task.id, agent_id: claim.task.agent_id, tenant_id: claim.task.tenant_id }, () => {
+    // A child of the submit request's span (its context is stored with the task): one task, one trace.
+    const span = startLinkedSpan('task.attempt', SpanKind.CONSUMER, claim.traceparent, {
+      'fabric.task_id': claim.task.id,
+      'fabric.task.type': claim.task.type,
+      'fabric.task.attempt': claim.attempt,
+      'fabric.agent_id': claim.task.agent_id,
+      'fabric.tenant_id': claim.task.tenant_id,
+      'fabric.worker_id': this.id,
+      'fabric.queue.waited_ms': Math.round(claim.waitedSeconds * 1000),
+    });
+    runWithContext({ task_id: claim.task.id, agent_id: claim.task.agent_id, tenant_id: claim.task.tenant_id }, () => withActiveSpan(span, () => {
       const outcome = this.runAttempt(claim, controller.signal, (p) => (settled = p));
       // The slot is free once the handler itself has returned — an in-process handler that
       // ignores its AbortSignal is still running and must not let more work in beside it —
@@ -149,7 +159,10 @@ export class Worker {
           this.poke();
         });
       const recorded = outcome
-        .then((o) => this.record(claim, o, controller.signal, started))
+        .then((o) => {
+          span?.setAttribute('fabric.task.outcome', o.kind);
+          return this.record(claim, o, controller.signal, started).finally(() => endSpan(span, o.kind === 'failed' ? o.error : o.kind === 'completed' ? undefined : { code: o.kind }));
+        })
         .catch((err: unknown) => logger().error({ err }, 'recording a task outcome failed; its lease will expire and it runs again'));
       this.recording.add(recorded);
       // the commit frees the agent's concurrency slot in the database: claim again then too
@@ -158,7 +171,7 @@ export class Worker {
         this.poke();
       });
       this.running.set(claim.task.id, { claim, controller, done: Promise.all([handlerDone, recorded]).then(() => {}), renewedAt: Date.now() });
-    });
+    }));
   }
 
   /**
@@ -204,6 +217,7 @@ export class Worker {
         attempt: claim.attempt,
         agent,
         workerId: this.id,
+        traceparent: activeTraceparent(),
         log: (line) => log.line(line),
         reportUsage: (u) => usage.add(u),
       });

@@ -7,8 +7,9 @@ import { createAgentFiles, type AgentFiles } from '../../src/files/index.js';
 import { buildApp, type App, type AppOptions } from '../../src/http/index.js';
 import { AgentScheduler, type QueueOptions } from '../../src/queue/index.js';
 import { freshDb, type TestDb } from './db.js';
+import { TEST_SECRET } from './planted-secrets.js';
 
-export const TEST_SECRET = 'test-secret-that-is-long-enough-for-hs256-0123456789';
+export { TEST_SECRET };
 export const tokenOptions = { secret: TEST_SECRET, issuer: 'agent-fabric', audience: 'agent-fabric' };
 
 export interface TestApp {

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
 import { Writable } from 'node:stream';
 import { mintToken } from '../../src/auth/index.js';
 import { budgetSubmitHook } from '../../src/budget/index.js';
@@ -6,18 +7,24 @@ import { loadConfig, type GatewayConfig } from '../../src/config/index.js';
 import { fakeUpstreamConfig, startFakeUpstream, type FakeUpstream } from '../../src/gateway/index.js';
 import { createLogger, setLogger } from '../../src/telemetry/index.js';
 import { startTestApp, tokenOptions, type TestApp } from './app.js';
+import { PROVIDER_KEY } from './planted-secrets.js';
 import { provisionAgent, submit } from './queue.js';
 
-/** The provider key the fake expects: it must never reach a sandbox, a log line or a response. */
-export const PROVIDER_KEY = 'sk-provider-SECRET-0123456789abcdef';
+export { PROVIDER_KEY };
 
 /** Prices the tests charge (micro-USD per 1M tokens). */
 export const PRICE = { inputMicrosPer1M: 150_000, outputMicrosPer1M: 600_000 };
 
-/** Every log line written while the app runs. */
+/** Every log line written while the app runs (also appended to the run's log file, which the runner greps for planted secrets). */
 export function captureLogs(): string[] {
   const lines: string[] = [];
-  setLogger(createLogger({ level: 'debug', destination: new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }) }));
+  const file = process.env.FABRIC_LOG_FILE;
+  const write = (c: unknown, _e: unknown, cb: () => void) => {
+    lines.push(String(c));
+    if (file) fs.appendFileSync(file, String(c));
+    cb();
+  };
+  setLogger(createLogger({ level: 'debug', destination: new Writable({ write }) }));
   return lines;
 }
 
