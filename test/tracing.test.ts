@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { loadConfig } from '../src/config/index.js';
 import { detectSandboxHost, missingFor, prepareSandboxRoot } from '../src/sandbox/index.js';
-import { startTracing, stopTracing } from '../src/telemetry/index.js';
+import { setZeroTelemetryLookup, startTracing, stopTracing } from '../src/telemetry/index.js';
 import type { Worker } from '../src/worker/index.js';
 import { startTestApp, type TestApp } from './support/app.js';
 import { ENGINE } from './support/engine.js';
@@ -115,6 +115,30 @@ describe(`tracing: one task is one trace (${ENGINE})`, () => {
     assert.ok(upstream);
     assert.equal(upstream.spanContext().traceId, submitSpan.spanContext().traceId);
     assert.equal(parentOf(upstream), submitSpan.spanContext().spanId);
+  });
+
+  it('a tenant in zero-telemetry mode has none of its spans exported (trace export is product telemetry); other tenants still do', async () => {
+    const agent = await gatewayAgent(t);
+    const tenant = (await t.db.query<{ tenant_id: string }>('SELECT tenant_id FROM agents WHERE id = $1', [agent])).rows[0]!.tenant_id;
+    const remove = setZeroTelemetryLookup((id) => id === tenant);
+    try {
+      exporter.reset();
+      const res = await submit(t, { agent_id: agent, type: 'chat', payload: {} });
+      assert.equal(res.statusCode, 201, res.body);
+      const taskId: string = res.json().task.id;
+      assert.equal((await waitForTask(t, taskId, (x) => x.status === 'completed' || x.status === 'dead_lettered')).status, 'completed');
+      await metered(t, taskId, 1);
+      const spans = exporter.getFinishedSpans();
+      for (const name of ['POST /api/tasks', 'task.attempt', 'POST /v1/chat/completions', 'chat gpt-4o-mini'])
+        assert.equal(byName(spans, name).length, 0, `${name} of a zero-telemetry tenant was exported`);
+      assert.ok(!spans.some((s) => s.attributes['fabric.tenant_id'] === tenant));
+    } finally {
+      remove();
+    }
+    exporter.reset();
+    const res = await submit(t, { agent_id: agent, type: 'chat', payload: {} });
+    assert.equal((await waitForTask(t, res.json().task.id, (x) => x.status === 'completed' || x.status === 'dead_lettered')).status, 'completed');
+    assert.ok(byName(exporter.getFinishedSpans(), 'task.attempt').length > 0, 'with the mode off the spans are exported again');
   });
 
   it('with tracing off no span is recorded, the tasks\' traceparent column stays NULL and nothing goes upstream', async () => {

@@ -3,7 +3,7 @@ import type { TokenVerifier } from '../auth/index.js';
 import type { GatewayConfig } from '../config/index.js';
 import type { Db } from '../db/index.js';
 import { FabricError } from '../errors/index.js';
-import { addToContext, logger, traceparentOf } from '../telemetry/index.js';
+import { addToContext, annotateActiveSpan, logger, traceparentOf } from '../telemetry/index.js';
 import { CancelWatch } from './cancel-watch.js';
 import { identify, loadCaller, type Caller, type TokenCaller } from './caller.js';
 import { forward, UpstreamFailure, type UpstreamResponse } from './forward.js';
@@ -149,6 +149,7 @@ export class Gateway {
       throw err;
     }
     addToContext({ tenant_id: caller.tenantId, agent_id: caller.agentId, task_id: caller.taskId });
+    annotateActiveSpan({ 'fabric.tenant_id': caller.tenantId, 'fabric.agent_id': caller.agentId, 'fabric.task_id': caller.taskId });
     const span = await startUpstreamSpan(this.o.db, caller, p.route, kind, callId);
     const controller = new AbortController();
     const onGone = () => controller.abort(new FabricError(499, 'client_disconnected', 'The client closed the connection.'));

@@ -109,7 +109,7 @@ export class SandboxExecutor implements Executor {
     const codeProblem = codeDir === undefined ? undefined : await codeDirProblem(codeDir);
     if (codeProblem) throw new PermanentError(`Agent ${ctx.agent.id}: ${codeProblem}.`, 'code_dir_unreadable');
     const sessionId = randomUUID();
-    const span = startSpan('sandbox.session', SpanKind.INTERNAL, { 'fabric.session_id': sessionId, 'fabric.task_id': task.id, 'fabric.agent_id': task.agent_id, 'fabric.sandbox.isolation': iso.level });
+    const span = startSpan('sandbox.session', SpanKind.INTERNAL, { 'fabric.session_id': sessionId, 'fabric.task_id': task.id, 'fabric.agent_id': task.agent_id, 'fabric.tenant_id': task.tenant_id, 'fabric.sandbox.isolation': iso.level });
     try {
       const result = await withActiveSpan(span, () => this.runSession(task, ctx, sessionId, command as string[], codeDir));
       endSpan(span);

@@ -11,6 +11,7 @@ export {
   stopTracing,
   tracingEnabled,
   startSpan,
+  annotateActiveSpan,
   withActiveSpan,
   endSpan,
   activeTraceparent,

@@ -64,6 +64,11 @@ export function startSpan(name: string, kind: SpanKind, attributes: Attributes, 
   return trace.getTracer(TRACER).startSpan(name, { kind, attributes }, parent ?? context.active());
 }
 
+/** Adds attributes to the active span (e.g. the tenant, once a handler knows the caller); nothing when tracing is off. */
+export function annotateActiveSpan(attributes: Attributes): void {
+  if (provider) trace.getActiveSpan()?.setAttributes(attributes);
+}
+
 /** Runs `fn` with `span` as the active span (children and log lines see it); plain `fn()` without one. */
 export function withActiveSpan<T>(span: Span | undefined, fn: () => T): T {
   if (!span) return fn();
