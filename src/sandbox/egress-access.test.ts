@@ -32,13 +32,14 @@ describe('egress proxy: only its own session can connect', { skip }, () => {
   const uid = 311_000 + Math.floor(Math.random() * 500);
 
   before(async () => {
-    root = fs.mkdtempSync(path.join(os.tmpdir(), 'fabric-egress-access-'));
+    // short names: a unix socket path must fit in 108 bytes
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'fea-'));
     fs.chmodSync(root, 0o755);
     const dirs = prepareSandboxRoot(path.join(root, 'sandbox'));
     sandbox = await launchSandbox(
       { level: 'process', memoryMb: 64, cpuCores: 1, pids: 16 },
       { sessionsDir: dirs.sessionsDir, helpersDir: dirs.helpersDir, bwrap: sandboxHost.bwrap, cgroups: sandboxHost.cgroups, tmpfsMb: 0 },
-      { id: `access-${randomUUID()}`, uid },
+      { id: `a-${randomUUID().slice(0, 8)}`, uid },
     );
   });
   after(async () => {
