@@ -53,10 +53,13 @@ export interface CallerRow {
   owner_user_id: string | null;
   model: string;
   models: string[] | null;
+  /** The task still holds what it reserved at submit (the per-call path hands it back). Only from loadCaller. */
+  holds_own?: boolean;
 }
 
 const COLUMNS = `t.id AS task_id, t.status AS task_status, t.cancel_requested, t.stop_error, t.attempts,
-                 a.workspace_id, a.owner_user_id, a.config ->> 'model' AS model, a.config -> 'models' AS models`;
+                 a.workspace_id, a.owner_user_id, a.config ->> 'model' AS model, a.config -> 'models' AS models,
+                 EXISTS (SELECT 1 FROM budget_reservations x WHERE x.task_id = t.id AND x.tenant_id = t.tenant_id AND x.status = 'open') AS holds_own`;
 
 /**
  * The caller's session, task and agent, checked: a session that is not running, or a task
@@ -64,7 +67,7 @@ const COLUMNS = `t.id AS task_id, t.status AS task_status, t.cancel_requested, t
  * (the budget writers' lock order starts there), so a stop cannot slip between the check and
  * the reservation.
  */
-export async function loadCaller(q: Queryable, t: TokenCaller, lock: boolean): Promise<Caller> {
+export async function loadCaller(q: Queryable, t: TokenCaller, lock: boolean): Promise<Caller & { holdsOwn: boolean }> {
   const forUpdate = lock ? ' FOR NO KEY UPDATE OF t' : '';
   const r = t.sessionId
     ? await q.query<CallerRow>(
@@ -79,7 +82,7 @@ export async function loadCaller(q: Queryable, t: TokenCaller, lock: boolean): P
           WHERE t.id = $1 AND t.tenant_id = $2 AND t.agent_id = $3${forUpdate}`,
         [t.taskId, t.tenantId, t.agentId],
       );
-  return checkCaller(t, r.rows[0]);
+  return { ...checkCaller(t, r.rows[0]), holdsOwn: r.rows[0]?.holds_own === true };
 }
 
 /** The caller's row (none: unknown session or task) checked: refused unless its session and task are running. */

@@ -12,8 +12,21 @@ export interface WorstCase {
   costMicros: bigint;
 }
 
+/** A database error of a reservation as the gateway's error: a budget refusal says the call was not sent and what to lower. */
+export function refusal(raw: unknown, worst: WorstCase): unknown {
+  const err = budgetError(raw);
+  if (err instanceof FabricError && err.code === 'quota_exceeded')
+    return new FabricError(
+      429,
+      'quota_exceeded',
+      `This model call may use up to ${worst.tokens} tokens (prompt + max_tokens) and was not sent to the provider. ${err.message.replace('lower estimated_tokens', 'lower max_tokens')}`,
+      { ...err.details, type: 'insufficient_quota' },
+    );
+  return err;
+}
+
 /** How long a call's reservation outlives its deadline before the budget sweeper frees it (a process that died mid-call). */
-const RESERVATION_GRACE_MS = 60_000;
+export const RESERVATION_GRACE_MS = 60_000;
 
 /**
  * Before forwarding, in one statement (`fabric_gateway_admit`, migration 0013): the caller's
@@ -44,15 +57,7 @@ export async function admitCall(db: Db, policy: ModelPolicy, t: TokenCaller, mod
     ]);
     row = r.rows[0];
   } catch (raw) {
-    const err = budgetError(raw);
-    if (err instanceof FabricError && err.code === 'quota_exceeded')
-      throw new FabricError(
-        429,
-        'quota_exceeded',
-        `This model call may use up to ${worst.tokens} tokens (prompt + max_tokens) and was not sent to the provider. ${err.message.replace('lower estimated_tokens', 'lower max_tokens')}`,
-        { ...err.details, type: 'insufficient_quota' },
-      );
-    throw err;
+    throw refusal(raw, worst);
   }
   // refused here ⇔ nothing was reserved (the function reserves only for a running session and task)
   const caller = checkCaller(t, row);
@@ -81,15 +86,8 @@ export interface CallRecord {
   durationMs: number;
 }
 
-/**
- * After the call, in one statement (`fabric_gateway_settle`, migration 0013): the task row is
- * locked (the budget writers' lock order), the call's reservation released, what it used
- * metered (an agent_quota_usage row keyed by the call — stored and counted once — the
- * counters, and INSUFFICIENT_FUNDS when spend passed a `block` hard limit, as meterUsage does)
- * and a `model.call` event records the token counts — never prompt or completion text
- * (managed-execution-prd §14.15).
- */
-export async function settleCall(db: Db, caller: Caller, key: string, c: CallRecord): Promise<MeterResult> {
+/** What a call used, as the usage item its settle stores (null: nothing), and its model.call event (token counts only). */
+export function meteredCall(caller: Caller, key: string, c: CallRecord): { item: UsageItem | null; event: Record<string, unknown> } {
   const used = c.inputTokens + c.outputTokens > 0 || c.costMicros > 0n;
   const item: UsageItem | null = used
     ? {
@@ -121,6 +119,19 @@ export async function settleCall(db: Db, caller: Caller, key: string, c: CallRec
     tries: c.tries,
     duration_ms: c.durationMs,
   };
+  return { item, event };
+}
+
+/**
+ * After the call, in one statement (`fabric_gateway_settle`, migration 0013): the task row is
+ * locked (the budget writers' lock order), the call's reservation released, what it used
+ * metered (an agent_quota_usage row keyed by the call — stored and counted once — the
+ * counters, and INSUFFICIENT_FUNDS when spend passed a `block` hard limit, as meterUsage does)
+ * and a `model.call` event records the token counts — never prompt or completion text
+ * (managed-execution-prd §14.15).
+ */
+export async function settleCall(db: Db, caller: Caller, key: string, c: CallRecord): Promise<MeterResult> {
+  const { item, event } = meteredCall(caller, key, c);
   const r = await db.query<{ r: { exhausted: ExhaustedLimit | null; stopped: boolean; agent_id: string | null } }>('SELECT fabric_gateway_settle($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7) AS r', [
     caller.tenantId,
     caller.taskId,

@@ -6,6 +6,7 @@ import { FabricError } from '../errors/index.js';
 import { addToContext, annotateActiveSpan, logger, traceparentOf } from '../telemetry/index.js';
 import { CancelWatch } from './cancel-watch.js';
 import { identify, loadCaller, type Caller, type TokenCaller } from './caller.js';
+import { CreditLeases, type Hold } from './credit-lease.js';
 import { forward, UpstreamFailure, type UpstreamResponse } from './forward.js';
 import { admitCall, settleCall, type CallRecord, type WorstCase } from './ledger.js';
 import { gatewayCalls, upstreamLatency } from './metrics.js';
@@ -71,6 +72,8 @@ export class Gateway {
   private readonly cancels: CancelWatch;
   private readonly policy: ModelPolicy;
   private readonly secrets: string[];
+  /** Per-agent credit leases and batched settles; undefined with FABRIC_GATEWAY_LEASE_CALLS=0 (a reservation per call). */
+  private readonly leases: CreditLeases | undefined;
 
   constructor(private readonly o: GatewayOptions) {
     this.catalog = new ModelCatalog(o.config.upstreams);
@@ -78,6 +81,8 @@ export class Gateway {
     this.cancels = new CancelWatch(o.db, o.config.cancelPollMs);
     this.policy = o.policy ?? agentConfigPolicy;
     this.secrets = this.catalog.secrets();
+    const c = o.config;
+    this.leases = c.leaseCalls > 0 ? new CreditLeases(o.db, { leaseCalls: c.leaseCalls, idleMs: c.leaseIdleMs, settleDelayMs: c.settleDelayMs, timeoutMs: c.timeoutMs }) : undefined;
   }
 
   identify(authorization: string | undefined, taskHeader: string | undefined): Promise<TokenCaller> {
@@ -142,8 +147,9 @@ export class Gateway {
     const key = `gw:${callId}`;
     const deadline = Math.min(Date.now() + this.o.config.timeoutMs, t.expiresAt);
     let caller: Caller;
+    let hold: Hold | undefined;
     try {
-      caller = await admitCall(this.o.db, this.policy, t, p.route.model, key, p.worst, deadline);
+      ({ caller, hold } = await this.admit(t, p, key, deadline));
     } catch (err) {
       this.limiter.refund(t.agentId, t.tenantId, p.worst.tokens);
       throw err;
@@ -209,7 +215,7 @@ export class Gateway {
     this.limiter.refund(caller.agentId, caller.tenantId, p.worst.tokens - record.inputTokens - record.outputTokens);
     if (failure !== undefined) {
       if (p.stream) res.end();
-      await settleCall(this.o.db, caller, key, record);
+      await this.settle(caller, hold, key, record);
       throw this.asGatewayError(failure);
     }
     // answered first, charged right after (off the caller's latency): until then the call's
@@ -219,7 +225,39 @@ export class Gateway {
       if (answer && 'streamDone' in answer && answer.streamDone) res.write('data: [DONE]\n\n');
       res.end();
     }
-    await settleCall(this.o.db, caller, key, record).catch((err: unknown) => logger().error({ err, call_id: callId }, 'gateway: metering a call failed; its reservation expires with the sweeper'));
+    await this.settle(caller, hold, key, record).catch((err: unknown) => logger().error({ err, call_id: callId }, 'gateway: metering a call failed; its reservation expires with the sweeper'));
+  }
+
+  /**
+   * Before forwarding. With credit leases: the caller's session and task read and checked
+   * without a lock — a stop committed after this read is one the cancel watch sees, exactly as
+   * a stop committed after a locked admit — then the worst case held against the agent's lease
+   * (credit-lease.ts: 429 quota_exceeded when the budgets cannot cover it), then the model
+   * policy (a refusal gives the hold back; nothing was written). A task still holding what it
+   * reserved at submit takes the per-call path (fabric_gateway_admit hands that back), once.
+   */
+  private async admit(t: TokenCaller, p: Prepared, key: string, deadline: number): Promise<{ caller: Caller; hold?: Hold }> {
+    if (!this.leases) return { caller: await admitCall(this.o.db, this.policy, t, p.route.model, key, p.worst, deadline) };
+    const { holdsOwn, ...caller } = await loadCaller(this.o.db, t, false);
+    if (holdsOwn) return { caller: await admitCall(this.o.db, this.policy, t, p.route.model, key, p.worst, deadline) };
+    const hold = await this.leases.admit(caller.tenantId, caller.agentId, p.worst, deadline);
+    let refused: string | null;
+    try {
+      refused = await this.policy.check({ tenantId: caller.tenantId, agentId: caller.agentId, taskId: caller.taskId, configured: caller.configured }, p.route.model);
+    } catch (err) {
+      await this.leases.unhold(hold);
+      throw err;
+    }
+    if (refused) {
+      await this.leases.unhold(hold);
+      throw new FabricError(403, 'model_not_allowed', refused, { param: 'model' });
+    }
+    return { caller, hold };
+  }
+
+  /** After the call: metered with its lease's batch, or alone (fabric_gateway_settle) when it held its own reservation. */
+  private settle(caller: Caller, hold: Hold | undefined, key: string, record: CallRecord) {
+    return hold ? this.leases!.settle(hold, caller, key, record) : settleCall(this.o.db, caller, key, record);
   }
 
   private priced(p: Prepared, record: CallRecord, input: number, output: number, source: CallRecord['usageSource']): void {
@@ -346,8 +384,10 @@ export class Gateway {
     return err;
   }
 
-  close(): void {
+  /** Stops the cancel watch, settles what is queued and hands the credit leases back. */
+  async close(): Promise<void> {
     this.cancels.close();
+    await this.leases?.close();
   }
 }
 
