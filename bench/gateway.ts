@@ -64,7 +64,8 @@ async function measure(engine: string): Promise<void> {
   try {
     await migrate(db);
     await ensureDefaultTenant(db);
-    const base = loadConfig({ FABRIC_JWT_SECRET: SECRET });
+    // the gateway's FABRIC_GATEWAY_* settings may be varied from the environment
+    const base = loadConfig({ ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('FABRIC_GATEWAY_'))), FABRIC_JWT_SECRET: SECRET });
     const leaseCalls = process.env.BENCH_LEASE_CALLS === undefined ? base.gateway.leaseCalls : Number(process.env.BENCH_LEASE_CALLS);
     const config = { ...base, gateway: { ...base.gateway, upstreams: [fakeUpstreamConfig(fake.url, PROVIDER_KEY)], agentRpm: 0, agentTpm: 0, tenantRpm: 0, tenantTpm: 0, leaseCalls } };
     const app = await buildApp({ db, config, verifyToken: createTokenVerifier(TOKENS), scheduler: new AgentScheduler(db) });
