@@ -12,9 +12,15 @@ function dirWith(files: string[]): string {
 }
 
 describe('loadMigrations', () => {
-  it('accepts gaps in numbering (branches take numbers ahead) and keeps version order', () => {
-    const dir = dirWith(['0003_c.sql', '0001_a.sql', '0016_p.sql']);
-    assert.deepEqual(loadMigrations(dir).map((m) => m.version), [1, 3, 16]);
+  it('keeps version order whatever the directory order', () => {
+    const dir = dirWith(['0003_c.sql', '0001_a.sql', '0002_b.sql']);
+    assert.deepEqual(loadMigrations(dir).map((m) => m.version), [1, 2, 3]);
+    fs.rmSync(dir, { recursive: true });
+  });
+
+  it('refuses a gap: a migration file is missing', () => {
+    const dir = dirWith(['0001_a.sql', '0003_c.sql']);
+    assert.throws(() => loadMigrations(dir), /without gaps; found 3 at position 2/);
     fs.rmSync(dir, { recursive: true });
   });
 

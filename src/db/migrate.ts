@@ -28,9 +28,11 @@ export function loadMigrations(dir = MIGRATIONS_DIR): Migration[] {
     return { version: Number(m[1]), name: m[2]!, sql, checksum: createHash('sha256').update(sql).digest('hex') };
   });
   migrations.sort((a, b) => a.version - b.version);
-  // Gaps are allowed (parallel branches take numbers ahead); a number used twice is not.
+  // Numbered 0001, 0002, … with neither gaps nor repeats: a gap means a lost file (branches that
+  // reserved numbers in parallel are renumbered when they merge), a repeat a merge gone wrong.
   migrations.forEach((m, i) => {
     if (i > 0 && m.version === migrations[i - 1]!.version) throw new Error(`two migrations are numbered ${String(m.version).padStart(4, '0')}; renumber one`);
+    if (m.version !== i + 1) throw new Error(`migrations must be numbered 0001, 0002, … without gaps; found ${m.version} at position ${i + 1} (is a migration file missing?)`);
   });
   return migrations;
 }
