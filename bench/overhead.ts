@@ -25,14 +25,7 @@ import { Fabric, probePostgres, type Engine } from './lib/fabric.js';
 import { Loader } from './lib/loader.js';
 import { NoiseMeter } from './lib/noise.js';
 import { fmt, median } from './lib/stats.js';
-
-function intEnv(name: string, fallback: number): number {
-  const v = process.env[name];
-  if (v === undefined || v === '') return fallback;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got ${v}`);
-  return n;
-}
+import { intEnv } from './lib/env.js';
 
 const RUNS = intEnv('BENCH_RUNS', 5);
 const N: Record<Engine, number> = { postgres: intEnv('BENCH_N_PG', 3000), pglite: intEnv('BENCH_N_PGLITE', 1000) };

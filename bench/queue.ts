@@ -20,16 +20,9 @@ import { Fabric, probePostgres, type Engine } from './lib/fabric.js';
 import { Loader } from './lib/loader.js';
 import { NoiseMeter } from './lib/noise.js';
 import { fmt, median, percentile } from './lib/stats.js';
+import { intEnv } from './lib/env.js';
 
 setLogger(createLogger({ level: 'warn' }));
-
-function intEnv(name: string, fallback: number): number {
-  const v = process.env[name];
-  if (v === undefined || v === '') return fallback;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got ${v}`);
-  return n;
-}
 
 const RUNS = intEnv('BENCH_RUNS', 3);
 const RATE = intEnv('BENCH_RATE', 200); // tasks/s offered in the latency measure

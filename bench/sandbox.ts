@@ -23,14 +23,7 @@ import { runSession, type SessionHost, type SessionSpec } from '../src/sandbox/s
 import { UidPool } from '../src/sandbox/uids.js';
 import { fmt, median, percentile } from './lib/stats.js';
 import { OtherCpu, ownCpuMs } from './sandbox/cpu.js';
-
-function intEnv(name: string, fallback: number): number {
-  const v = process.env[name];
-  if (v === undefined || v === '') return fallback;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got ${v}`);
-  return n;
-}
+import { intEnv } from './lib/env.js';
 
 const SAMPLES = intEnv('BENCH_SANDBOX_SAMPLES', 100);
 const TASKS = intEnv('BENCH_SANDBOX_TASKS', 60);
