@@ -24,7 +24,7 @@ describe(`operator controls at the model gateway (${ENGINE})`, () => {
     return { status: res.status, body: (await res.json()) as { error?: { code: string } } };
   };
   const settings = async (payload: Record<string, unknown>) =>
-    t.app.inject({ method: 'PUT', url: '/api/admin/settings', headers: await t.auth('admin'), payload });
+    t.app.inject({ method: 'PUT', url: '/api/admin/settings', headers: await t.auth('platform_admin'), payload });
 
   it('gateway_agent_rpm set for the tenant limits its agents from the next call, and unset lifts it, without a restart', async () => {
     const s = await runningSession(t, await gatewayAgent(t));

@@ -71,14 +71,17 @@ describe(`operator controls: runtime settings, kill switch, zero-telemetry (${EN
     (await t.db.query<{ tenant_id: string | null; actor_sub: string; before: unknown; after: unknown }>('SELECT tenant_id, actor_sub, before, after FROM audit_log WHERE action = $1 ORDER BY id', [action])).rows;
 
   describe('runtime settings', () => {
-    it('a tenant admin changes its tenant’s settings (validated, audited with before/after); global ones need platform_admin', async () => {
-      const put = await t.app.inject({ method: 'PUT', url: '/api/admin/settings', headers: await as('admin', 'acme'), payload: { gateway_agent_rpm: 30 } });
+    it('a tenant’s settings change (validated, audited with before/after); its model-call limits and global settings need platform_admin', async () => {
+      const lift = await t.app.inject({ method: 'PUT', url: '/api/admin/settings', headers: await as('admin', 'acme'), payload: { gateway_tenant_tpm: 0 } });
+      assert.equal(lift.statusCode, 403, 'a tenant admin cannot lift (or set) its own model-call limits');
+      assert.match(lift.json().error.message, /platform_admin/);
+      const put = await t.app.inject({ method: 'PUT', url: '/api/admin/settings', headers: await as('platform_admin', 'acme'), payload: { gateway_agent_rpm: 30 } });
       assert.equal(put.statusCode, 200, put.body);
       assert.deepEqual(put.json(), { scope: 'tenant', tenant_id: 'acme', settings: { gateway_agent_rpm: 30 } });
-      const again = await t.app.inject({ method: 'PUT', url: '/api/admin/settings', headers: await as('admin', 'acme'), payload: { gateway_agent_rpm: 60, gateway_tenant_tpm: 1000 } });
+      const again = await t.app.inject({ method: 'PUT', url: '/api/admin/settings', headers: await as('platform_admin', 'acme'), payload: { gateway_agent_rpm: 60, gateway_tenant_tpm: 1000 } });
       assert.equal(again.statusCode, 200, again.body);
       const rows = await audits('settings.update');
-      assert.deepEqual(rows.at(-1), { tenant_id: 'acme', actor_sub: 'test-admin', before: { gateway_agent_rpm: 30 }, after: { gateway_agent_rpm: 60, gateway_tenant_tpm: 1000 } });
+      assert.deepEqual(rows.at(-1), { tenant_id: 'acme', actor_sub: 'test-platform_admin', before: { gateway_agent_rpm: 30 }, after: { gateway_agent_rpm: 60, gateway_tenant_tpm: 1000 } });
       const get = await t.app.inject({ method: 'GET', url: '/api/admin/settings', headers: await as('operator', 'acme') });
       assert.equal(get.statusCode, 200);
       assert.deepEqual(get.json().tenant.settings, { gateway_agent_rpm: 60, gateway_tenant_tpm: 1000 });
@@ -100,7 +103,7 @@ describe(`operator controls: runtime settings, kill switch, zero-telemetry (${EN
       const denied = await t.app.inject({ method: 'PUT', url: '/api/admin/settings?scope=global', headers: await as('admin'), payload: { gateway_agent_rpm: 1 } });
       assert.equal(denied.statusCode, 403);
       assert.equal((await t.app.inject({ method: 'PUT', url: '/api/admin/settings', headers: await as('member'), payload: { gateway_agent_rpm: 1 } })).statusCode, 403);
-      const unset = await t.app.inject({ method: 'PUT', url: '/api/admin/settings', headers: await as('admin', 'acme'), payload: { gateway_agent_rpm: null, gateway_tenant_tpm: null } });
+      const unset = await t.app.inject({ method: 'PUT', url: '/api/admin/settings', headers: await as('platform_admin', 'acme'), payload: { gateway_agent_rpm: null, gateway_tenant_tpm: null } });
       assert.deepEqual(unset.json().settings, {});
     });
 
@@ -178,6 +181,11 @@ describe(`operator controls: runtime settings, kill switch, zero-telemetry (${EN
       const drained = (await submitIn('globex', a, 'gate')).json().task.id as string;
       await waitIn('globex', drained, (x) => x.status === 'running');
       assert.equal((await engage({ scope: 'tenant', tenant_id: 'globex', mode: 'drain', reason: 'drain test' })).statusCode, 200);
+      // engaged by a platform_admin: the tenant's own admin can neither release nor soften it
+      for (const attempt of [await release({ scope: 'tenant' }, 'admin', 'globex'), await engage({ scope: 'tenant', mode: 'drain', reason: 'mine now' }, 'admin', 'globex')]) {
+        assert.equal(attempt.statusCode, 403, attempt.body);
+        assert.equal(attempt.json().error.code, 'kill_switch_held');
+      }
       await sleep(300);
       gates.get(drained)!();
       assert.equal((await waitIn('globex', drained, terminal)).status, 'completed', 'drain: the running task finished');

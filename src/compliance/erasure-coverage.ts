@@ -46,8 +46,8 @@ export const ERASURE_COVERAGE: Record<string, string> = {
   // operations
   'alerts.agent_id': "agent: the agent's alerts deleted (their summaries name it)",
   'alerts.resolved_by': 'user: replaced by the pseudonym sub',
-  'runtime_settings.updated_by': "user: replaced by the pseudonym sub (the tenant's settings and the global ones)",
-  'kill_switches.engaged_by': "user: replaced by the pseudonym sub (the tenant's switch and the global one)",
+  'runtime_settings.updated_by': "user: replaced by the pseudonym sub in the tenant's settings (global ones are the platform's record)",
+  'kill_switches.engaged_by': "user: replaced by the pseudonym sub in the tenant's switch (the global one is the platform's record)",
   // audit and compliance
   'audit_log.actor_sub': 'kept: append-only, hash-chained legal and security record (README "Data erasure")',
   'audit_log.target_id': 'kept: append-only, hash-chained legal and security record',

@@ -139,19 +139,17 @@ export async function eraseUserData(tx: Tx, c: StepContext): Promise<Evidence> {
   e.audit_exports_renamed = await rename('audit_exports', 'requested_by');
   e.audit_exports_renamed += await count(
     tx,
-    `UPDATE audit_exports SET filters = replace(filters::text, $2::uuid::text, $3)::jsonb WHERE tenant_id = $1 AND strpos(lower(filters::text), $2::uuid::text) > 0`,
+    `UPDATE audit_exports SET filters = regexp_replace(filters::text, $2::uuid::text, $3, 'gi')::jsonb WHERE tenant_id = $1 AND strpos(lower(filters::text), $2::uuid::text) > 0`,
     [...p, c.pseudonym],
   );
   e.erasure_requests_renamed = await rename('erasure_requests', 'requested_by');
   e.alerts_renamed = await rename('alerts', 'resolved_by');
-  // operator controls the user set: the tenant's and, for a platform_admin of this tenant, the global ones
-  const renameOperator = (table: string, col: string) =>
-    count(tx, `UPDATE ${table} SET ${col} = $3 WHERE (tenant_id = $1 OR tenant_id IS NULL) AND lower(${col}) = ANY ($2::text[])`, [c.tenantId, subs, sub]);
-  e.operator_controls_renamed = (await renameOperator('runtime_settings', 'updated_by')) + (await renameOperator('kill_switches', 'engaged_by'));
+  // the tenant's own operator controls the user set (global ones are the platform's record, not the tenant's)
+  e.operator_controls_renamed = (await rename('runtime_settings', 'updated_by')) + (await rename('kill_switches', 'engaged_by'));
   e.events = await count(tx, `DELETE FROM system_events WHERE tenant_id = $1 AND subject_type = 'user' AND lower(subject_id) = $2::uuid::text`, p);
   e.events_anonymised = await count(
     tx,
-    `UPDATE system_events SET data = replace(data::text, $2::uuid::text, $3)::jsonb WHERE tenant_id = $1 AND strpos(lower(data::text), $2::uuid::text) > 0`,
+    `UPDATE system_events SET data = regexp_replace(data::text, $2::uuid::text, $3, 'gi')::jsonb WHERE tenant_id = $1 AND strpos(lower(data::text), $2::uuid::text) > 0`,
     [...p, c.pseudonym],
   );
   e.idempotency_keys = await count(tx, `DELETE FROM idempotency_keys WHERE tenant_id = $1 AND strpos(lower(response::text || path), $2::uuid::text) > 0`, p);

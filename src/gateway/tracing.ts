@@ -15,8 +15,12 @@ export async function startUpstreamSpan(db: Db, caller: Caller, route: ModelRout
   if (!tracingEnabled()) return undefined;
   let parent;
   if (!requestContinuesTrace()) {
-    const r = await db.query<{ traceparent: string | null }>('SELECT traceparent FROM tasks WHERE tenant_id = $1 AND id = $2', [caller.tenantId, caller.taskId]);
-    parent = contextFromTraceparent(r.rows[0]?.traceparent);
+    // Never throws: it runs after the call's budget is held, outside the code that gives it
+    // back; a failed lookup costs the span its parent, not the call its hold.
+    const r = await db
+      .query<{ traceparent: string | null }>('SELECT traceparent FROM tasks WHERE tenant_id = $1 AND id = $2', [caller.tenantId, caller.taskId])
+      .catch(() => undefined);
+    parent = contextFromTraceparent(r?.rows[0]?.traceparent);
   }
   return startSpan(
     `${kind} ${route.model}`,

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { recordAudit, type AuditActor } from '../audit/index.js';
 import type { Queryable, Tx } from '../db/index.js';
-import { FabricError, notFound } from '../errors/index.js';
+import { FabricError, forbidden, notFound } from '../errors/index.js';
 import { requestCancelRunning } from '../queue/index.js';
 import { OPERATOR_CHANNEL } from './settings.js';
 
@@ -34,7 +34,14 @@ interface Row {
   mode: 'drain' | 'stop';
   reason: string;
   engaged_by: string;
+  engaged_by_role: string;
   engaged_at: Date | string;
+}
+
+/** A tenant's admin may not undo what a platform_admin did to the tenant (an abusive tenant must not lift its own switch). */
+function assertMayChange(actor: AuditActor, existing: Row | undefined, doing: string): void {
+  if (existing?.engaged_by_role === 'platform_admin' && actor.role !== 'platform_admin')
+    throw forbidden(`This kill switch was engaged by a platform operator (${existing.engaged_by}); only a platform_admin may ${doing} it.`, 'kill_switch_held');
 }
 
 const toKillSwitch = (r: Row): KillSwitch => ({
@@ -64,11 +71,13 @@ export async function listKillSwitches(q: Queryable, tenantId?: string): Promise
 export async function engageKillSwitch(tx: Tx, actor: AuditActor, tenantId: string | null, mode: 'drain' | 'stop', reason: string): Promise<{ killSwitch: KillSwitch; cancelled: number }> {
   if (tenantId !== null && (await tx.query(`SELECT 1 FROM tenants WHERE id = $1 AND deleted_at IS NULL`, [tenantId])).rows.length === 0) throw notFound('tenant', tenantId);
   const before = (await tx.query<Row>(`SELECT * FROM kill_switches WHERE coalesce(tenant_id, '*') = coalesce($1::text, '*') FOR UPDATE`, [tenantId])).rows[0];
+  assertMayChange(actor, before, 'change');
   const r = await tx.query<Row>(
-    `INSERT INTO kill_switches (tenant_id, mode, reason, engaged_by) VALUES ($1, $2, $3, $4)
-     ON CONFLICT ((coalesce(tenant_id, '*'))) DO UPDATE SET mode = EXCLUDED.mode, reason = EXCLUDED.reason, engaged_by = EXCLUDED.engaged_by, engaged_at = now()
-     RETURNING tenant_id, mode, reason, engaged_by, engaged_at`,
-    [tenantId, mode, reason, actor.sub],
+    `INSERT INTO kill_switches (tenant_id, mode, reason, engaged_by, engaged_by_role) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT ((coalesce(tenant_id, '*'))) DO UPDATE SET mode = EXCLUDED.mode, reason = EXCLUDED.reason, engaged_by = EXCLUDED.engaged_by,
+       engaged_by_role = EXCLUDED.engaged_by_role, engaged_at = now()
+     RETURNING tenant_id, mode, reason, engaged_by, engaged_by_role, engaged_at`,
+    [tenantId, mode, reason, actor.sub, actor.role],
   );
   const killSwitch = toKillSwitch(r.rows[0]!);
   const cancelled =
@@ -90,6 +99,8 @@ export async function engageKillSwitch(tx: Tx, actor: AuditActor, tenantId: stri
 
 /** Lifts the kill switch of a tenant (null: global); queued tasks start again. 404 when none is engaged. Audited. */
 export async function releaseKillSwitch(tx: Tx, actor: AuditActor, tenantId: string | null): Promise<KillSwitch> {
+  const held = (await tx.query<Row>(`SELECT * FROM kill_switches WHERE coalesce(tenant_id, '*') = coalesce($1::text, '*') FOR UPDATE`, [tenantId])).rows[0];
+  assertMayChange(actor, held, 'release');
   const r = await tx.query<Row>(`DELETE FROM kill_switches WHERE coalesce(tenant_id, '*') = coalesce($1::text, '*') RETURNING *`, [tenantId]);
   const row = r.rows[0];
   if (!row) throw new FabricError(404, 'kill_switch_not_engaged', `No ${tenantId === null ? 'global' : `tenant ${tenantId}`} kill switch is engaged; GET /api/admin/kill-switch lists those that are.`);

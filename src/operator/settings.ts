@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { recordAudit, type AuditActor } from '../audit/index.js';
 import type { Queryable, Tx } from '../db/index.js';
-import { badRequest } from '../errors/index.js';
+import { badRequest, forbidden } from '../errors/index.js';
 
 /** NOTIFY channel: a runtime setting or a kill switch changed (payload empty; every process reloads). */
 export const OPERATOR_CHANNEL = 'fabric_operator';
@@ -18,12 +18,16 @@ export const SETTINGS = {
   log_level: { schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), scopes: ['global'] },
   /** Zero-telemetry mode (README "Zero-telemetry mode"): product telemetry of the tenant off. */
   zero_telemetry: { schema: z.boolean(), scopes: ['global', 'tenant'] },
-  /** Model gateway rate limits (0 = unlimited), as FABRIC_GATEWAY_AGENT_RPM … but live. */
-  gateway_agent_rpm: { schema: perMinute, scopes: ['global', 'tenant'] },
-  gateway_agent_tpm: { schema: perMinute, scopes: ['global', 'tenant'] },
-  gateway_tenant_rpm: { schema: perMinute, scopes: ['global', 'tenant'] },
-  gateway_tenant_tpm: { schema: perMinute, scopes: ['global', 'tenant'] },
-} as const satisfies Record<string, { schema: z.ZodType; scopes: readonly ('global' | 'tenant')[] }>;
+  /**
+   * Model gateway rate limits (0 = unlimited), as FABRIC_GATEWAY_AGENT_RPM … but live. A tenant's
+   * limits share the fabric's upstreams with every other tenant, so only a platform_admin sets
+   * them, for a tenant too: its own admin could otherwise lift them.
+   */
+  gateway_agent_rpm: { schema: perMinute, scopes: ['global', 'tenant'], platformOnly: true },
+  gateway_agent_tpm: { schema: perMinute, scopes: ['global', 'tenant'], platformOnly: true },
+  gateway_tenant_rpm: { schema: perMinute, scopes: ['global', 'tenant'], platformOnly: true },
+  gateway_tenant_tpm: { schema: perMinute, scopes: ['global', 'tenant'], platformOnly: true },
+} as const satisfies Record<string, { schema: z.ZodType; scopes: readonly ('global' | 'tenant')[]; platformOnly?: boolean }>;
 
 export type SettingKey = keyof typeof SETTINGS;
 export type SettingValues = { [K in SettingKey]?: z.output<(typeof SETTINGS)[K]['schema']> };
@@ -59,9 +63,13 @@ export async function readSettings(q: Queryable, tenantId: string | null): Promi
  */
 export async function updateSettings(tx: Tx, actor: AuditActor, tenantId: string | null, patch: SettingsPatch): Promise<SettingValues> {
   const scope = tenantId === null ? 'global' : 'tenant';
-  for (const key of Object.keys(patch) as SettingKey[])
-    if (!(SETTINGS[key].scopes as readonly string[]).includes(scope))
-      throw badRequest('setting_not_allowed', `${key} is a ${SETTINGS[key].scopes.join(' or ')} setting; it cannot be set for a ${scope === 'tenant' ? 'tenant' : 'the whole fabric'}.`);
+  for (const key of Object.keys(patch) as SettingKey[]) {
+    const setting: { scopes: readonly string[]; platformOnly?: boolean } = SETTINGS[key];
+    if (!setting.scopes.includes(scope))
+      throw badRequest('setting_not_allowed', `${key} is a ${setting.scopes.join(' or ')} setting; it cannot be set for a ${scope === 'tenant' ? 'tenant' : 'the whole fabric'}.`);
+    if (setting.platformOnly && actor.role !== 'platform_admin')
+      throw forbidden(`${key} is set by the platform's operators (platform_admin), for a tenant too: a tenant's model-call limits protect every tenant sharing the upstreams.`);
+  }
   // one writer per scope at a time, so before/after in the audit row are exact
   await tx.query(`SELECT pg_advisory_xact_lock(hashtext('runtime_settings:' || coalesce($1::text, '*')))`, [tenantId]);
   const before = await readSettings(tx, tenantId);

@@ -27,13 +27,15 @@ function logEverySecretShape(log: ReturnType<typeof createLogger>): void {
   log.error({ err: new Error(`upstream said: invalid key ${PROVIDER_KEY}`, { cause: new Error(`Authorization: Bearer ${JWT}`) }) }, 'key and token in a message and its cause');
   log.warn({ url: `http://127.0.0.1/files/abc?expires=1&sig=${'A'.repeat(43)}` }, 'signed URL');
   log.warn({ error: `token ${JWT} rejected` }, 'a string error');
+  log.error(`gateway request failed: GET https://api.example.com/v1?api_key=${PROVIDER_KEY} with Bearer ${JWT}`);
+  log.warn({ attempt: 2 }, `upstream refused ${PROVIDER_KEY}, retrying`);
 }
 
 describe('log redaction (NFR-SEC-2, §14.5, §14.15)', () => {
   it('no planted secret, token, prompt body or URL signature survives in any shape', () => {
     const { log, text, lines } = capture();
     logEverySecretShape(log);
-    assert.equal(lines.length, 12, 'every line was written');
+    assert.equal(lines.length, 14, 'every line was written');
     for (const [name, value] of Object.entries({ TEST_SECRET, PROVIDER_KEY, PROMPT_MARKER, URL_PASSWORD, JWT, sig: 'A'.repeat(43) }))
       assert.ok(!text().includes(value), `${name} reached a log line:\n${lines.find((l) => l.includes(value))}`);
     assert.ok(text().includes('[redacted]'));

@@ -83,6 +83,12 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       // An error's message or stack may quote a URL with a key or signature, a bearer token or a
       // connection string; a URL field may carry a signed query.
       serializers: { err: scrubError, error: scrubError, url: scrubText, href: scrubText, webhook: scrubText },
+      // …and so may the message itself, when a caller interpolated an error's text into it
+      hooks: {
+        logMethod(args, method) {
+          method.apply(this, args.map((a) => (typeof a === 'string' ? scrubText(a) : a)) as Parameters<typeof method>);
+        },
+      },
     },
     options.destination ?? (options.file ? fileDestination(options.file) : undefined),
   );

@@ -2,6 +2,7 @@ import { context, diag, DiagLogLevel, propagation, trace, ROOT_CONTEXT, SpanKind
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { TracingConfig } from '../config/index.js';
 import type { SdkHandle } from './sdk.js';
+import { scrubError, scrubText } from './scrub.js';
 
 export { SpanKind, SpanStatusCode, type Span } from '@opentelemetry/api';
 
@@ -79,8 +80,12 @@ export function withActiveSpan<T>(span: Span | undefined, fn: () => T): T {
 export function endSpan(span: Span | undefined, error?: { code?: string; message?: string } | Error): void {
   if (!span) return;
   if (error) {
-    if (error instanceof Error) span.recordException(error);
-    span.setStatus({ code: SpanStatusCode.ERROR, message: 'code' in error && error.code ? String(error.code) : error.message });
+    // what goes to the collector is scrubbed like a log line: an error's text may quote a credential
+    if (error instanceof Error) {
+      const e = scrubError(error) as { type?: string; message?: string; stack?: string };
+      span.recordException({ name: e.type ?? error.name, message: e.message, stack: e.stack });
+    }
+    span.setStatus({ code: SpanStatusCode.ERROR, message: 'code' in error && error.code ? String(error.code) : (scrubText(error.message) as string) });
   }
   span.end();
 }
