@@ -21,7 +21,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfig, type TracingConfig } from '../src/config/index.js';
 import { activeTraceparent, createLogger, endSpan, setLogger, SpanKind, startLinkedSpan, startServerSpan, startTracing, stopTracing, withActiveSpan } from '../src/telemetry/index.js';
-import { Fabric, probePostgres, type Engine } from './lib/fabric.js';
+import { engineHeading, Fabric, probePostgres, type Engine } from './lib/fabric.js';
 import { Loader } from './lib/loader.js';
 import { NoiseMeter } from './lib/noise.js';
 import { fmt, median } from './lib/stats.js';
@@ -197,13 +197,7 @@ async function main(): Promise<void> {
   const load = new Loader();
   try {
     for (const engine of ENGINES) {
-      console.log('');
-      console.log(`## ${engine === 'pglite' ? 'PGlite (embedded, in memory)' : 'PostgreSQL'}`);
-      console.log('');
-      if (engine === 'postgres' && postgres && !postgres.ok) {
-        console.log(`skipped: ${postgres.reason}`);
-        continue;
-      }
+      if (!engineHeading(engine, postgres)) continue;
       const t0 = performance.now();
       await engineRun(engine, load, tracing, sink);
       console.log(`(${engine}: ${fmt((performance.now() - t0) / 1000, 1)} s including setup)`);

@@ -16,7 +16,7 @@ import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createLogger, setLogger } from '../src/telemetry/index.js';
 import { Bull, probeRedis } from './lib/bull.js';
-import { Fabric, probePostgres, type Engine } from './lib/fabric.js';
+import { engineHeading, Fabric, probePostgres, type Engine } from './lib/fabric.js';
 import { Loader } from './lib/loader.js';
 import { NoiseMeter } from './lib/noise.js';
 import { fmt, median, percentile } from './lib/stats.js';
@@ -260,13 +260,7 @@ async function main(): Promise<void> {
   const bull = redis.ok ? new Bull({ workers: WORKERS, workerConcurrency: WORKER_CONCURRENCY }) : undefined;
   try {
     for (const engine of ENGINES) {
-      console.log('');
-      console.log(`## ${engine === 'pglite' ? 'PGlite (embedded, in memory)' : 'PostgreSQL'}`);
-      console.log('');
-      if (engine === 'postgres' && postgres && !postgres.ok) {
-        console.log(`skipped: ${postgres.reason}`);
-        continue;
-      }
+      if (!engineHeading(engine, postgres)) continue;
       const fabric = new Fabric(engine, { agents: AGENTS, agentConcurrency: AGENT_CONCURRENCY, workers: WORKERS, workerConcurrency: WORKER_CONCURRENCY });
       const fabricSamples: Sample[] = [];
       const bullSamples: Sample[] = [];

@@ -35,6 +35,19 @@ export async function probePostgres(): Promise<{ ok: true; version: string } | {
   }
 }
 
+/** Prints an engine's heading; false (after saying why) when PostgreSQL was asked for but does not answer. */
+export function engineHeading(engine: string, postgres: Awaited<ReturnType<typeof probePostgres>> | undefined): boolean {
+  console.log('');
+  console.log(`## ${engine === 'pglite' ? 'PGlite (embedded, in memory)' : 'PostgreSQL'}`);
+  console.log('');
+  if (engine === 'postgres' && postgres && !postgres.ok) {
+    console.log(`skipped: ${postgres.reason}`);
+    return false;
+  }
+  return true;
+}
+
+
 function redact(url: string): string {
   const u = new URL(url);
   if (u.password) u.password = '***';

@@ -47,29 +47,28 @@ agentGauge('agent_fabric_files_storage_pct', "Bytes of files kept of the agent's
   s.quotas.map((q) => ({ tenant_id: q.tenant_id, agent_id: q.agent_id, value: q.storage_pct })),
 );
 
-new Gauge({
-  name: 'agent_fabric_tasks_dead_lettered',
-  help: 'Tasks now in the dead letters (not re-driven), per tenant (tasks.dead_lettered; alert above 0). Read from the database at scrape time.',
-  labelNames: ['tenant_id'] as const,
-  registers: [registry],
-  async collect() {
-    if (!signals) return;
-    this.reset();
-    for (const r of (await signals.read()).deadLetters) this.set({ tenant_id: r.tenant_id }, r.dead_lettered);
-  },
-});
+/** A gauge per tenant read from the tables at scrape time. */
+function tenantGauge(name: string, help: string, pick: (s: TableSignals) => { tenant_id: string; value: number }[]): void {
+  new Gauge({
+    name,
+    help: `${help} Read from the database at scrape time.`,
+    labelNames: ['tenant_id'] as const,
+    registers: [registry],
+    async collect() {
+      if (!signals) return;
+      const rows = pick(await signals.read());
+      this.reset();
+      for (const r of rows) this.set({ tenant_id: r.tenant_id }, r.value);
+    },
+  });
+}
 
-new Gauge({
-  name: 'agent_fabric_agents_active',
-  help: 'Agents that may run tasks (status active, not deleted), per tenant. Read from the database at scrape time.',
-  labelNames: ['tenant_id'] as const,
-  registers: [registry],
-  async collect() {
-    if (!signals) return;
-    this.reset();
-    for (const r of (await signals.read()).activeAgents) this.set({ tenant_id: r.tenant_id }, r.active);
-  },
-});
+tenantGauge('agent_fabric_tasks_dead_lettered', 'Tasks now in the dead letters (not re-driven), per tenant (tasks.dead_lettered; alert above 0).', (s) =>
+  s.deadLetters.map((r) => ({ tenant_id: r.tenant_id, value: r.dead_lettered })),
+);
+tenantGauge('agent_fabric_agents_active', 'Agents that may run tasks (status active, not deleted), per tenant.', (s) =>
+  s.activeAgents.map((r) => ({ tenant_id: r.tenant_id, value: r.active })),
+);
 
 new Gauge({
   name: 'agent_fabric_transactions_rollback_rate',
