@@ -82,6 +82,8 @@ export function policyRoutes(app: App, deps: AppDeps, engine: PolicyEngine): voi
     doing: 'create policies',
     name: 'create policy',
     create: async (tx, actor, body) => ({ policy: await createPolicy(tx, actor, actor.tenantId, body) }),
+    // this process applies its own change now; the others hear the NOTIFY
+    afterCommit: () => engine.changed(),
   });
 
   app.get(
