@@ -127,11 +127,17 @@ export interface GatewayConfig {
   tenantTpm: number;
   /** How often in-flight calls check whether their task was cancelled or stopped. `FABRIC_GATEWAY_CANCEL_POLL_MS`, default 1000. */
   cancelPollMs: number;
+  /**
+   * How long a caller's checked session/task row may serve its calls from memory; a stop or end
+   * announced by the database (migration 0021) drops it at once (0: read on every call).
+   * `FABRIC_GATEWAY_CALLER_CACHE_MS`, default 1000.
+   */
+  callerCacheMs: number;
   /** Calls' worst cases one credit lease asks for (0: no leases, one reservation per call). `FABRIC_GATEWAY_LEASE_CALLS`, default 8. */
   leaseCalls: number;
   /** An agent's credit lease is handed back after this long without calls (0: as soon as its calls are settled). `FABRIC_GATEWAY_LEASE_IDLE_MS`, default 2000. */
   leaseIdleMs: number;
-  /** Leased calls that end within this long are settled together, in one statement. `FABRIC_GATEWAY_SETTLE_DELAY_MS`, default 5. */
+  /** Leased calls that end within this long are settled together, in one statement. `FABRIC_GATEWAY_SETTLE_DELAY_MS`, default 20. */
   settleDelayMs: number;
 }
 
@@ -318,11 +324,12 @@ const EnvSchema = z.object({
   FABRIC_GATEWAY_TENANT_RPM: int(0).default(6000),
   FABRIC_GATEWAY_TENANT_TPM: int(0).default(10_000_000),
   FABRIC_GATEWAY_CANCEL_POLL_MS: int(50).max(60_000).default(1000),
+  FABRIC_GATEWAY_CALLER_CACHE_MS: int(0).max(60_000).default(1000),
   ...monitoringEnv,
   FABRIC_METRICS_TOKEN: z.string().regex(/^[A-Za-z0-9._~+/=-]{32,512}$/, 'must be 32–512 characters of letters, digits and ._~+/=- (e.g. openssl rand -hex 32)').optional(),
   FABRIC_GATEWAY_LEASE_CALLS: int(0).max(1000).default(8),
   FABRIC_GATEWAY_LEASE_IDLE_MS: int(0).max(600_000).default(2000),
-  FABRIC_GATEWAY_SETTLE_DELAY_MS: int(0).max(1000).default(5),
+  FABRIC_GATEWAY_SETTLE_DELAY_MS: int(0).max(1000).default(20),
 });
 
 /** `FABRIC_GATEWAY_UPSTREAMS`: [{name, base_url, api_key | api_key_env, models: {id: {input_micros_per_1m, output_micros_per_1m}}}], inline or in a file. */
@@ -465,6 +472,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
       tenantRpm: e.FABRIC_GATEWAY_TENANT_RPM,
       tenantTpm: e.FABRIC_GATEWAY_TENANT_TPM,
       cancelPollMs: e.FABRIC_GATEWAY_CANCEL_POLL_MS,
+      callerCacheMs: e.FABRIC_GATEWAY_CALLER_CACHE_MS,
       leaseCalls: e.FABRIC_GATEWAY_LEASE_CALLS,
       leaseIdleMs: e.FABRIC_GATEWAY_LEASE_IDLE_MS,
       settleDelayMs: e.FABRIC_GATEWAY_SETTLE_DELAY_MS,

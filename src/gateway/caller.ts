@@ -62,12 +62,11 @@ const COLUMNS = `t.id AS task_id, t.status AS task_status, t.cancel_requested, t
                  EXISTS (SELECT 1 FROM budget_reservations x WHERE x.task_id = t.id AND x.tenant_id = t.tenant_id AND x.status = 'open') AS holds_own`;
 
 /**
- * The caller's session, task and agent, checked: a session that is not running, or a task
- * that is not running or is being stopped, is refused. With `lock` the task row is locked
- * (the budget writers' lock order starts there), so a stop cannot slip between the check and
- * the reservation.
+ * The caller's session, task and agent, as stored (undefined: unknown session or task). With
+ * `lock` the task row is locked (the budget writers' lock order starts there), so a stop cannot
+ * slip between the check and the reservation.
  */
-export async function loadCaller(q: Queryable, t: TokenCaller, lock: boolean): Promise<Caller & { holdsOwn: boolean }> {
+export async function readCaller(q: Queryable, t: TokenCaller, lock: boolean): Promise<CallerRow | undefined> {
   const forUpdate = lock ? ' FOR NO KEY UPDATE OF t' : '';
   const r = t.sessionId
     ? await q.query<CallerRow>(
@@ -82,7 +81,13 @@ export async function loadCaller(q: Queryable, t: TokenCaller, lock: boolean): P
           WHERE t.id = $1 AND t.tenant_id = $2 AND t.agent_id = $3${forUpdate}`,
         [t.taskId, t.tenantId, t.agentId],
       );
-  return { ...checkCaller(t, r.rows[0]), holdsOwn: r.rows[0]?.holds_own === true };
+  return r.rows[0];
+}
+
+/** The caller read and checked: a session that is not running, or a task that is not running or is being stopped, is refused. */
+export async function loadCaller(q: Queryable, t: TokenCaller, lock: boolean): Promise<Caller & { holdsOwn: boolean }> {
+  const row = await readCaller(q, t, lock);
+  return { ...checkCaller(t, row), holdsOwn: row?.holds_own === true };
 }
 
 /** The caller's row (none: unknown session or task) checked: refused unless its session and task are running. */

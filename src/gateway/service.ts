@@ -5,7 +5,8 @@ import type { Db } from '../db/index.js';
 import { FabricError } from '../errors/index.js';
 import { addToContext, annotateActiveSpan, logger, traceparentOf } from '../telemetry/index.js';
 import { CancelWatch } from './cancel-watch.js';
-import { identify, loadCaller, type Caller, type TokenCaller } from './caller.js';
+import { CallerCache } from './caller-cache.js';
+import { identify, type Caller, type TokenCaller } from './caller.js';
 import { CreditLeases, type Hold } from './credit-lease.js';
 import { forward, UpstreamFailure, type UpstreamResponse } from './forward.js';
 import { admitCall, settleCall, type CallRecord, type WorstCase } from './ledger.js';
@@ -70,6 +71,7 @@ export class Gateway {
   readonly catalog: ModelCatalog;
   private readonly limiter: RateLimiter;
   private readonly cancels: CancelWatch;
+  private readonly callers: CallerCache;
   private readonly policy: ModelPolicy;
   private readonly secrets: string[];
   /** Per-agent credit leases and batched settles; undefined with FABRIC_GATEWAY_LEASE_CALLS=0 (a reservation per call). */
@@ -79,6 +81,8 @@ export class Gateway {
     this.catalog = new ModelCatalog(o.config.upstreams);
     this.limiter = new RateLimiter(o.rateLimits ?? o.config);
     this.cancels = new CancelWatch(o.db, o.config.cancelPollMs);
+    this.callers = new CallerCache(o.db, o.config.callerCacheMs);
+    this.callers.start();
     this.policy = o.policy ?? agentConfigPolicy;
     this.secrets = this.catalog.secrets();
     const c = o.config;
@@ -91,7 +95,7 @@ export class Gateway {
 
   /** GET /v1/models: the configured models this agent may use. */
   async models(t: TokenCaller) {
-    const caller = await loadCaller(this.o.db, t, false);
+    const caller = await this.callers.load(t);
     const allowed = new Set(this.policy.allowed({ tenantId: caller.tenantId, agentId: caller.agentId, taskId: caller.taskId, configured: caller.configured }, this.catalog.all().map((r) => r.model)));
     return {
       object: 'list',
@@ -229,16 +233,17 @@ export class Gateway {
   }
 
   /**
-   * Before forwarding. With credit leases: the caller's session and task read and checked
-   * without a lock — a stop committed after this read is one the cancel watch sees, exactly as
-   * a stop committed after a locked admit — then the worst case held against the agent's lease
+   * Before forwarding. With credit leases: the caller's session and task checked without a
+   * lock, from the caller cache (caller-cache.ts: read once, dropped when the database announces
+   * a stop) — a stop committed after this check is one the cancel watch sees, exactly as a stop
+   * committed after a locked admit — then the worst case held against the agent's lease
    * (credit-lease.ts: 429 quota_exceeded when the budgets cannot cover it), then the model
    * policy (a refusal gives the hold back; nothing was written). A task still holding what it
    * reserved at submit takes the per-call path (fabric_gateway_admit hands that back), once.
    */
   private async admit(t: TokenCaller, p: Prepared, key: string, deadline: number): Promise<{ caller: Caller; hold?: Hold }> {
     if (!this.leases) return { caller: await admitCall(this.o.db, this.policy, t, p.route.model, key, p.worst, deadline) };
-    const { holdsOwn, ...caller } = await loadCaller(this.o.db, t, false);
+    const { holdsOwn, ...caller } = await this.callers.load(t);
     if (holdsOwn) return { caller: await admitCall(this.o.db, this.policy, t, p.route.model, key, p.worst, deadline) };
     const hold = await this.leases.admit(caller.tenantId, caller.agentId, p.worst, deadline);
     let refused: string | null;
@@ -387,6 +392,7 @@ export class Gateway {
   /** Stops the cancel watch, settles what is queued and hands the credit leases back. */
   async close(): Promise<void> {
     this.cancels.close();
+    await this.callers.close();
     await this.leases?.close();
   }
 }
