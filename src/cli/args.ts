@@ -17,10 +17,10 @@ export function parseFlags<O extends Options>(argv: string[], options: O) {
 }
 
 /** Parses a --port value. */
-export function portFlag(value: string | undefined): number | undefined {
+export function portFlag(value: string | undefined, name = '--port'): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UsageError(`--port must be an integer 0–65535, got "${value}"`);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UsageError(`${name} must be an integer 0–65535, got "${value}"`);
   return n;
 }
 

@@ -165,6 +165,8 @@ export interface FabricConfig {
   port: number;
   /** Interface to bind. `FABRIC_HOST`, default 127.0.0.1 (use 0.0.0.0 to expose). */
   host: string;
+  /** `agent-fabric worker` only: port of its /healthz, /readyz and /metrics listener (0: any free port); unset, none. `FABRIC_WORKER_METRICS_PORT` */
+  workerMetricsPort: number | undefined;
   /** Directory for the embedded database, secrets and local files. `FABRIC_DATA_DIR`, default ./.fabric */
   dataDir: string;
   /** PostgreSQL connection string; when set the embedded database is not used. `DATABASE_URL` */
@@ -233,6 +235,7 @@ const int = (min: number) => z.coerce.number().int().min(min);
 const EnvSchema = z.object({
   PORT: int(0).max(65535).default(8787),
   FABRIC_HOST: z.string().min(1).default('127.0.0.1'),
+  FABRIC_WORKER_METRICS_PORT: int(0).max(65535).optional(),
   FABRIC_DATA_DIR: z.string().min(1).default('./.fabric'),
   DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://').optional(),
   FABRIC_DB_POOL_SIZE: int(1).max(500).default(10),
@@ -423,6 +426,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   const config: FabricConfig = {
     port: e.PORT,
     host: e.FABRIC_HOST,
+    workerMetricsPort: e.FABRIC_WORKER_METRICS_PORT,
     dataDir: path.resolve(e.FABRIC_DATA_DIR),
     databaseUrl: e.DATABASE_URL,
     dbPoolSize: e.FABRIC_DB_POOL_SIZE,

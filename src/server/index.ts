@@ -7,7 +7,7 @@ import { ConfigError, type FabricConfig } from '../config/index.js';
 import { migrate, openDb, type Db } from '../db/index.js';
 import { createAgentFiles, createBlobStore, type AgentFiles } from '../files/index.js';
 import { fakeUpstreamConfig, startFakeUpstream, type FakeUpstream } from '../gateway/index.js';
-import { buildApp, sweepIdempotencyKeys, type App } from '../http/index.js';
+import { buildApp, buildProbeApp, sweepIdempotencyKeys, type App } from '../http/index.js';
 import { sweepExpiredMemory } from '../memory/index.js';
 import { createNotifier } from '../notify/index.js';
 import { killSwitchSubmitHook, OperatorState } from '../operator/index.js';
@@ -31,6 +31,8 @@ export interface RunningFabric {
   app: App | undefined;
   db: Db;
   url: string | undefined;
+  /** Worker mode with a metrics port: where its /healthz, /readyz and /metrics answer. */
+  probeUrl: string | undefined;
   workers: Worker[];
   tokenOptions: TokenOptions | undefined;
   /** An admin token for the default tenant, minted at start in dev mode when the secret is the generated one. */
@@ -69,7 +71,7 @@ export function resolveTokenOptions(config: FabricConfig, mode: FabricMode): { o
   return { options: { ...base, secret }, created, devSecret: true };
 }
 
-/** Where the API listens, as a URL (undefined without an API). */
+/** Where a listener (the API, a worker's probe) listens, as a URL (undefined without one). */
 function listeningUrl(app: App | undefined, config: FabricConfig): string | undefined {
   const address = app?.server.address();
   if (!address || typeof address !== 'object') return undefined;
@@ -100,6 +102,8 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
   // once never both create the dev secret.
   const db = await openDb(config);
   let app: App | undefined;
+  /** Worker mode: the /healthz, /readyz and /metrics listener (FABRIC_WORKER_METRICS_PORT). */
+  let probe: App | undefined;
   const workers: Worker[] = [];
   let tokens: ReturnType<typeof resolveTokenOptions> | undefined;
   let sandboxes: SandboxRuntime | undefined;
@@ -138,9 +142,12 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
       fakeUpstream = gateway.fake;
       app = await buildApp({ db, config: gateway.config, verifyToken: createTokenVerifier(tokens.options), scheduler }, { billing, policies: policyEngine, operator, erasure });
       await app.listen({ port: config.port, host: config.host });
-      if (!config.metricsToken && !['127.0.0.1', 'localhost', '::1'].includes(config.host))
-        logger().warn({ host: config.host }, '/metrics is open to anyone who reaches this address: set FABRIC_METRICS_TOKEN (README "Inter-component authentication")');
+    } else if (config.workerMetricsPort !== undefined) {
+      probe = await buildProbeApp({ db, config });
+      await probe.listen({ port: config.workerMetricsPort, host: config.host });
     }
+    if ((app || probe) && !config.metricsToken && !['127.0.0.1', 'localhost', '::1'].includes(config.host))
+      logger().warn({ host: config.host }, '/metrics is open to anyone who reaches this address: set FABRIC_METRICS_TOKEN (README "Inter-component authentication")');
     budgets = await startBudgetRuntime({ db, notifier, sweepSeconds: config.budgets.sweepSeconds });
     alerts = startAlertRuntime({ db, notifier, config: config.alerts });
     compliance = startComplianceRuntime({ db, blobs, erasure, defaultDays: config.retention.days, sweepSeconds: config.retention.sweepSeconds });
@@ -171,6 +178,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
     await sandboxes?.close();
     await artifactFiles?.close();
     await app?.close().catch(() => {});
+    await probe?.close().catch(() => {});
     await fakeUpstream?.close();
     await policies?.close();
     await operator?.close();
@@ -196,17 +204,19 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
   ];
 
   const url = listeningUrl(app, config);
+  const probeUrl = listeningUrl(probe, config);
   const adminToken =
     mode === 'dev' && tokens?.devSecret
       ? await mintToken(tokens.options, { sub: 'dev-admin', role: 'admin', tenant: DEFAULT_TENANT_ID, ttl: DEV_ADMIN_TOKEN_TTL })
       : undefined;
-  logger().info({ url, mode, engine: db.engine, workers: workers.length }, 'agent-fabric is running');
+  logger().info({ url, ...(probeUrl ? { probe_url: probeUrl } : {}), mode, engine: db.engine, workers: workers.length }, 'agent-fabric is running');
 
   let closed = false;
   return {
     app,
     db,
     url,
+    probeUrl,
     workers,
     tokenOptions: tokens?.options,
     adminToken,
@@ -217,6 +227,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
       for (const t of sweepers) clearInterval(t);
       await app?.close();
       await Promise.all(workers.map((w) => w.stop(config.drainTimeoutSeconds * 1000)));
+      await probe?.close(); // answers /healthz while the workers drain
       await budgets?.stop();
       await alerts?.stop();
       await sandboxes?.close();

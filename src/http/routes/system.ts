@@ -12,9 +12,14 @@ const Ready = z.object({
   pending_migrations: z.array(z.number()),
 });
 
-/** Liveness and readiness (no authentication: probes) and Prometheus metrics (a bearer token when FABRIC_METRICS_TOKEN is set). */
-export function systemRoutes(app: App, deps: AppDeps): void {
-  trackTableMetrics(deps.db, deps.config.metrics.cacheMs);
+/**
+ * Liveness and readiness (no authentication: probes) and Prometheus metrics (a bearer token when
+ * FABRIC_METRICS_TOKEN is set). `tableMetrics`: also the gauges read from the tables at scrape
+ * time (queue depth, storage…) — the API processes serve those; a worker's listener leaves them
+ * out so a sum over instances does not count them twice.
+ */
+export function systemRoutes(app: App, deps: Pick<AppDeps, 'db' | 'config'>, { tableMetrics = true } = {}): void {
+  if (tableMetrics) trackTableMetrics(deps.db, deps.config.metrics.cacheMs);
   app.get('/healthz', { schema: { tags: ['system'], summary: 'Liveness: the process answers', response: { 200: Health } } }, async () => ({ status: 'ok' as const }));
 
   app.get(
