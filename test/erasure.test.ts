@@ -103,6 +103,16 @@ describe(`data erasure (${ENGINE})`, () => {
     return taskId;
   }
 
+  /** User U, created by an admin with an Idempotency-Key: the stored response names U. */
+  const USER_KEY = `create-user-${randomUUID()}`;
+  const createUserU = async () =>
+    t.app.inject({
+      method: 'POST',
+      url: '/api/users',
+      headers: { ...(await t.auth('admin')), 'idempotency-key': USER_KEY },
+      payload: { email: `${MARK_U}@example.com`, name: `Name ${MARK_U}`, role: 'operator' },
+    });
+
   before(async () => {
     t = await startTestApp({ config: { policies: { cacheSeconds: 0, approvalExpiresSeconds: 3600, logFlushMs: 20 } } });
     worker = await startWorker(t, scriptedExecutor({
@@ -117,7 +127,7 @@ describe(`data erasure (${ENGINE})`, () => {
         return new Promise((_res, rej) => ctx.signal.addEventListener('abort', () => rej(new Error('stopped'))));
       },
     }));
-    const u = await t.app.inject({ method: 'POST', url: '/api/users', headers: await t.auth('admin'), payload: { email: `${MARK_U}@example.com`, name: `Name ${MARK_U}`, role: 'operator' } });
+    const u = await createUserU();
     assert.equal(u.statusCode, 201, u.body);
     userU = u.json().user.id;
     agentA = await provisionAgent(t, { description: `agent of ${MARK_A}`, tools: [`tool-${MARK_A}`] });
@@ -260,6 +270,10 @@ describe(`data erasure (${ENGINE})`, () => {
     assert.equal(refused.json().error.code, 'token_revoked');
     assert.deepEqual(await usage(), usageBefore);
     for (const chain of await verifyAudit(t.db)) assert.ok(chain.ok, JSON.stringify(chain));
+    // the admin's retry of the request that created U is neither replayed (it named U) nor run again (U would be back)
+    const retry = await createUserU();
+    assert.deepEqual([retry.statusCode, retry.json().error.code], [410, 'idempotency_response_erased']);
+    assert.deepEqual((await scanDb(t.db, MARK_U)).filter((h) => h.table !== 'audit_log'), [], 'the retry created nothing');
   });
 });
 

@@ -1,7 +1,7 @@
 import type { Queryable } from '../db/index.js';
 import { cancelAgentTasks } from '../queue/index.js';
 import type { Tx } from '../db/index.js';
-import { revokeSubjects } from './subjects.js';
+import { ERASED_RESPONSE, revokeSubjects } from './subjects.js';
 
 /** What a step knows about the request it serves. */
 export interface StepContext {
@@ -23,6 +23,20 @@ export const pseudonymSub = (pseudonym: string) => `erased-${pseudonym}`;
 async function count(q: Queryable, sql: string, params: unknown[]): Promise<number> {
   const r = await q.query(sql, params);
   return r.rowCount;
+}
+
+/**
+ * Stored responses that name the subject lose their body but keep their key: a retry of such a
+ * request answers 410 idempotency_response_erased instead of running it again (which would, say,
+ * create the erased user anew). Whoever sent them — another admin's requests too.
+ */
+function tombstoneIdempotencyRecords(tx: Queryable, p: unknown[]): Promise<number> {
+  return count(
+    tx,
+    `UPDATE idempotency_keys SET response = '${ERASED_RESPONSE}'::jsonb, status_code = 410
+      WHERE tenant_id = $1 AND strpos(lower(response::text || path), $2::uuid::text) > 0`,
+    p,
+  );
 }
 
 /** Stores the subject's old tokens are refused from; the agent stops taking work, its unfinished tasks are cancelled. */
@@ -69,7 +83,7 @@ export async function eraseAgentTasks(tx: Tx, c: StepContext): Promise<Evidence>
   e.policy_decisions = await count(tx, `DELETE FROM policy_decisions WHERE tenant_id = $1 AND (agent_id = $2::uuid OR task_id = ANY ($3::uuid[]))`, [...p, ids]);
   e.approvals = await count(tx, `DELETE FROM approvals WHERE tenant_id = $1 AND (agent_id = $2::uuid OR task_id = ANY ($3::uuid[]))`, [...p, ids]);
   e.budget_alerts = await count(tx, `DELETE FROM budget_alerts WHERE tenant_id = $1 AND (agent_id = $2::uuid OR (entity_type = 'agent' AND lower(entity_id) = $2::uuid::text))`, p);
-  e.idempotency_keys = await count(tx, `DELETE FROM idempotency_keys WHERE tenant_id = $1 AND strpos(lower(response::text || path), $2::uuid::text) > 0`, p);
+  e.idempotency_keys = await tombstoneIdempotencyRecords(tx, p);
   e.usage_anonymised = await count(
     tx,
     `UPDATE agent_quota_usage SET agent_id = $3, task_id = NULL, session_id = NULL, attempt = NULL,
@@ -152,7 +166,7 @@ export async function eraseUserData(tx: Tx, c: StepContext): Promise<Evidence> {
     `UPDATE system_events SET data = regexp_replace(data::text, $2::uuid::text, $3, 'gi')::jsonb WHERE tenant_id = $1 AND strpos(lower(data::text), $2::uuid::text) > 0`,
     [...p, c.pseudonym],
   );
-  e.idempotency_keys = await count(tx, `DELETE FROM idempotency_keys WHERE tenant_id = $1 AND strpos(lower(response::text || path), $2::uuid::text) > 0`, p);
+  e.idempotency_keys = await tombstoneIdempotencyRecords(tx, p);
   e.usage_anonymised = await count(tx, `UPDATE agent_quota_usage SET user_id = $3 WHERE tenant_id = $1 AND user_id = $2::uuid`, [...p, c.pseudonym]);
   e.user = await count(tx, `DELETE FROM users WHERE tenant_id = $1 AND id = $2::uuid`, p);
   return e;

@@ -25,6 +25,9 @@ export async function revokeSubjects(tx: Queryable, tenantId: string, subs: stri
     );
 }
 
+/** The body an erasure leaves in a stored idempotent response that named its subject (src/http/idempotency.ts answers 410 for it). */
+export const ERASED_RESPONSE = '{"erased_by": "erasure_request"}';
+
 /** How long another API process may still accept a revoked subject's token. */
 export const REVOCATION_CACHE_MS = 5_000;
 
