@@ -4,6 +4,7 @@ import { describe, it } from 'node:test';
 import { PROMPT_MARKER, PROVIDER_KEY, TEST_SECRET, URL_PASSWORD } from '../../test/support/planted-secrets.js';
 import { runWithContext } from './context.js';
 import { createLogger, logger } from './logger.js';
+import { redactSecrets } from './redact.js';
 
 function capture() {
   const lines: string[] = [];
@@ -29,16 +30,30 @@ function logEverySecretShape(log: ReturnType<typeof createLogger>): void {
   log.warn({ error: `token ${JWT} rejected` }, 'a string error');
   log.error(`gateway request failed: GET https://api.example.com/v1?api_key=${PROVIDER_KEY} with Bearer ${JWT}`);
   log.warn({ attempt: 2 }, `upstream refused ${PROVIDER_KEY}, retrying`);
+  log.info({ call: { upstream: { request: { headers: { 'X-Vendor-Auth': PROVIDER_KEY } } } }, deep: { a: { b: { c: { Api_Key: PROVIDER_KEY } } } } }, 'secrets deep down, in any case');
+  log.info({ batch: [{ item: { token: JWT } }, { item: { password: URL_PASSWORD } }] }, 'secrets inside arrays of objects');
 }
 
 describe('log redaction (NFR-SEC-2, §14.5, §14.15)', () => {
   it('no planted secret, token, prompt body or URL signature survives in any shape', () => {
     const { log, text, lines } = capture();
     logEverySecretShape(log);
-    assert.equal(lines.length, 14, 'every line was written');
+    assert.equal(lines.length, 16, 'every line was written');
     for (const [name, value] of Object.entries({ TEST_SECRET, PROVIDER_KEY, PROMPT_MARKER, URL_PASSWORD, JWT, sig: 'A'.repeat(43) }))
       assert.ok(!text().includes(value), `${name} reached a log line:\n${lines.find((l) => l.includes(value))}`);
     assert.ok(text().includes('[redacted]'));
+  });
+
+  it("redacts by copy: the caller's object is untouched, a line without secrets is passed as it came", () => {
+    const { log, lines } = capture();
+    const given = { task: { id: 't1', upstream: { apiKey: PROVIDER_KEY } }, tags: ['a', 'b'] };
+    log.info(given, 'copy on write');
+    assert.equal(given.task.upstream.apiKey, PROVIDER_KEY, 'the object the caller still holds');
+    const line = JSON.parse(lines[0]!) as typeof given;
+    assert.deepEqual(line.task, { id: 't1', upstream: { apiKey: '[redacted]' } });
+    assert.deepEqual(line.tags, ['a', 'b']);
+    const plain = { a: { b: [1, { c: 'x' }] } };
+    assert.equal(redactSecrets(plain), plain, 'nothing to redact: the same object, no copy');
   });
 
   it('keeps what operators need: messages, error stacks, hosts, ids and correlation ids', () => {

@@ -1,54 +1,11 @@
 import { pino, type DestinationStream, type Logger } from 'pino';
 import { currentContext } from './context.js';
+import { CENSOR, redactSecrets } from './redact.js';
 import { scrubError, scrubText } from './scrub.js';
 import { activeTraceIds } from './tracing.js';
 
-/**
- * Keys whose values never reach a log line (NFR-SEC-2, managed-execution-prd §14.5 and §14.15):
- * credentials (tokens, keys, secrets, passwords, signatures), authorization and cookie headers,
- * and the bodies of model calls (prompts, messages, inputs, completions) — at the top of a
- * line and one level down (pino's redaction is path-based; deeper copies are the caller's
- * job, and error messages and URLs are scrubbed by the serializers below).
- */
-const SECRET_KEYS = [
-  'authorization',
-  'cookie',
-  'set-cookie',
-  'x-api-key',
-  'api-key',
-  'token',
-  'access_token',
-  'refresh_token',
-  'id_token',
-  'session_token',
-  'secret',
-  'client_secret',
-  'password',
-  'passphrase',
-  'api_key',
-  'apiKey',
-  'jwtSecret',
-  'secretAccessKey',
-  'urlSigningSecret',
-  'private_key',
-  'sig',
-  'signature',
-  // header sets whole: any header may be a credential (a vendor's api-key, a proxy's auth)
-  'headers',
-  'messages',
-  'prompt',
-  'input',
-  'content',
-  'completion',
-  'choices',
-];
-
-/** pino redact paths: each secret key at the top level and one level down (so `req.headers`, `tracing.headers`). */
-export const REDACT_PATHS = [
-  ...SECRET_KEYS.map((k) => (/^[A-Za-z_$][\w$]*$/.test(k) ? k : `["${k}"]`)),
-  ...SECRET_KEYS.map((k) => (/^[A-Za-z_$][\w$]*$/.test(k) ? `*.${k}` : `*["${k}"]`)),
-  'req.body',
-];
+/** pino redact paths beside redactSecrets (which covers every secret key at any depth): a logged request's body. */
+export const REDACT_PATHS = ['req.body'];
 
 export interface LoggerOptions {
   /** pino level; default info. */
@@ -77,9 +34,10 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       level: options.level ?? 'info',
       base: { service: 'agent-fabric' },
       timestamp: pino.stdTimeFunctions.isoTime,
-      formatters: { level: (label) => ({ level: label }) },
+      // every secret key at any depth (redact.ts): one walk, copy on write
+      formatters: { level: (label) => ({ level: label }), log: (object) => redactSecrets(object) },
       mixin: () => ({ ...currentContext(), ...activeTraceIds() }),
-      redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+      redact: { paths: REDACT_PATHS, censor: CENSOR },
       // An error's message or stack may quote a URL with a key or signature, a bearer token or a
       // connection string; a URL field may carry a signed query.
       serializers: { err: scrubError, error: scrubError, url: scrubText, href: scrubText, webhook: scrubText },

@@ -1,9 +1,10 @@
 import { pino } from 'pino';
+import { CENSOR, isSecretKey } from './redact.js';
 
 /**
  * Secrets that hide inside free text — an error message quoting a URL with a key or a
  * signature, a connection string with a password, a bearer token, a provider key or a JWT —
- * replaced before a line is written. Key-based redaction (REDACT_PATHS) cannot see these.
+ * replaced before a line is written. Key-based redaction (redact.ts) cannot see these.
  */
 const PATTERNS: [RegExp, string][] = [
   // query parameters that carry credentials (signed URLs, keys in URLs)
@@ -35,8 +36,6 @@ function scrubValue(v: unknown, depth: number): unknown {
   if (typeof v === 'string') return scrubText(v);
   if (depth > 4 || v === null || typeof v !== 'object') return v;
   if (Array.isArray(v)) return v.map((x) => scrubValue(x, depth + 1));
-  return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, SECRET_FIELD.test(k) ? '[redacted]' : scrubValue(x, depth + 1)]));
+  // an error's `config` (an HTTP client's request options) holds its credentials too
+  return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, isSecretKey(k) || k === 'config' ? CENSOR : scrubValue(x, depth + 1)]));
 }
-
-/** Fields of an error object that are credentials whatever they hold. */
-const SECRET_FIELD = /^(authorization|cookie|token|secret|password|api_?key|apiKey|headers|config)$/i;
