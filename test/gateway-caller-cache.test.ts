@@ -55,7 +55,7 @@ describe(`gateway caller cache (${ENGINE})`, () => {
     const before = reads;
     for (let i = 0; i < 3; i++) assert.equal((await call(s.token)).status, 200);
     assert.equal(reads, before, 'calls of a known caller read nothing');
-    return s;
+    return { ...s, agent };
   };
 
   it('a warm caller whose session is ended by any writer (here plain SQL) is refused as soon as the notice arrives', async () => {
@@ -71,8 +71,34 @@ describe(`gateway caller cache (${ENGINE})`, () => {
     const thief = await gatewayAgent(t);
     const forged = await mintToken(tokenOptions, { sub: thief, role: 'agent', tenant: 'default', ttl: 600, extra: { sid: s.sessionId } });
     assert.deepEqual(await call(forged), { status: 401, code: 'session_ended' });
-    const otherTenant = await mintToken(tokenOptions, { sub: await gatewayAgent(t), role: 'agent', tenant: 'acme', ttl: 600, extra: { sid: s.sessionId } });
-    assert.notEqual((await call(otherTenant)).status, 200);
+    // the same agent id and session id under another (existing) tenant: not this cache entry
+    assert.equal((await t.app.inject({ method: 'POST', url: '/api/tenants', headers: await t.auth('platform_admin'), payload: { id: 'acme', name: 'Acme' } })).statusCode, 201);
+    const otherTenant = await mintToken(tokenOptions, { sub: s.agent, role: 'agent', tenant: 'acme', ttl: 600, extra: { sid: s.sessionId } });
+    assert.deepEqual(await call(otherTenant), { status: 401, code: 'session_ended' });
+    assert.equal((await call(s.token)).status, 200, 'the owner is still served');
+  });
+
+  it('an agent token naming its task (X-Fabric-Task-Id) is cached by task, and dropped when the task is cancelled', async () => {
+    const agent = await gatewayAgent(t);
+    const s = await runningSession(t, agent);
+    const token = await mintToken(tokenOptions, { sub: agent, role: 'agent', tenant: 'default', ttl: 600 });
+    const byTask = async () => {
+      const res = await fetch(`${t.base}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'x-fabric-task-id': s.taskId, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }], max_tokens: 8 }),
+      });
+      return { status: res.status, code: ((await res.json()) as { error?: { code: string } }).error?.code };
+    };
+    assert.equal((await byTask()).status, 200);
+    const before = reads;
+    assert.equal((await byTask()).status, 200);
+    assert.equal(reads, before, 'served from memory');
+    await t.db.query('UPDATE tasks SET cancel_requested = true WHERE id = $1', [s.taskId]);
+    const deadline = Date.now() + 1000;
+    let r = await byTask();
+    while (r.status === 200 && Date.now() < deadline) r = await byTask();
+    assert.deepEqual(r, { status: 403, code: 'task_stopped' });
   });
 
   it('a warm caller whose task is cancelled through the API is refused 403 task_stopped at once', async () => {
@@ -108,11 +134,15 @@ describe(`gateway caller cache (${ENGINE})`, () => {
       await t.db.query(`UPDATE tasks SET status = 'dead_lettered' WHERE id = $1`, [a.taskId]); // not running before: none
       await t.db.query(`UPDATE agent_sessions SET status = 'killed' WHERE id = $1`, [b.sessionId]);
       await t.db.query(`UPDATE tasks SET status = 'queued', attempts = 2, lease_owner = NULL, lease_expires_at = NULL WHERE id = $1`, [b.taskId]);
+      const c = await runningSession(t, agent);
+      await t.db.query(`UPDATE tasks SET attempts = attempts + 1 WHERE id = $1`, [c.taskId]); // another attempt, still running
+      await t.db.query(`DELETE FROM agent_sessions WHERE id = $1`, [c.sessionId]);
       await t.db.query(`UPDATE agents SET config = config || '{"models": []}' WHERE id = $1`, [agent]);
       const deadline = Date.now() + 5000;
       while (heard.at(-1) !== `agent:${agent}` && Date.now() < deadline) await sleep(10);
       // notices come in commit order: once the last has come, any stray one would be here
-      assert.deepEqual(heard, [`task:${a.taskId}`, `task:${a.taskId}`, `task:${b.taskId}`, `task:${b.taskId}`, `agent:${agent}`]);
+      const [ta, tb, tc] = [`task:${a.taskId}`, `task:${b.taskId}`, `task:${c.taskId}`];
+      assert.deepEqual(heard, [ta, ta, tb, tb, tc, tc, `agent:${agent}`]);
     } finally {
       await stop();
     }
@@ -159,6 +189,27 @@ describe(`gateway caller cache (${ENGINE})`, () => {
     } finally {
       await cache.close();
     }
+  });
+
+  it('when the LISTEN connection drops, everything kept is dropped and nothing is kept until it is back', async () => {
+    const agent = await gatewayAgent(t);
+    const s = await runningSession(t, agent);
+    const caller: TokenCaller = { tenantId: 'default', agentId: agent, sessionId: s.sessionId, taskId: null, expiresAt: Date.now() + 60_000 };
+    let onLive: ((live: boolean) => void) | undefined;
+    const db = { ...t.db, listen: async (_c: string, _p: (x: string) => void, live?: (l: boolean) => void) => ((onLive = live), async () => {}) };
+    const cache = new CallerCache(db, 60_000);
+    cache.start();
+    await sleep(10);
+    await cache.load(caller);
+    assert.equal(cache.size, 1);
+    onLive!(false);
+    assert.equal(cache.size, 0, 'dropped when notices may be missed');
+    await cache.load(caller);
+    assert.equal(cache.size, 0, 'not kept while LISTEN is down');
+    onLive!(true);
+    await cache.load(caller);
+    assert.equal(cache.size, 1, 'kept again once notices flow');
+    await cache.close();
   });
 
   it('with FABRIC_GATEWAY_CALLER_CACHE_MS=0 every call reads its caller', async () => {

@@ -23,15 +23,18 @@ scale out; SIGTERM drains running tasks.
   --host H     interface to bind (env FABRIC_HOST, default 127.0.0.1)
   --workers N  workers in this process (default 1; 0 runs the API alone)`;
 
-export const WORKER_HELP = `agent-fabric worker [--workers N] [--metrics-port N]
+export const WORKER_HELP = `agent-fabric worker [--workers N] [--metrics-port N] [--host H]
 
 Runs workers only (no API) against PostgreSQL (DATABASE_URL): they claim tasks, run them
 and record the outcomes. Run as many processes as you need. SIGTERM stops claiming, lets
 running tasks finish for FABRIC_DRAIN_TIMEOUT_SECONDS (30), then releases the rest.
 
   --workers N       workers in this process (default 1; each runs FABRIC_WORKER_CONCURRENCY tasks)
-  --metrics-port N  serve /healthz, /readyz and /metrics (this process's series) on port N of
-                    FABRIC_HOST (env FABRIC_WORKER_METRICS_PORT; 0 picks a free port; default none)`;
+  --metrics-port N  serve /healthz, /readyz and /metrics (this process's series) on port N,
+                    once the workers run (env FABRIC_WORKER_METRICS_PORT; 0 picks a free port;
+                    default none)
+  --host H          interface of that listener (env FABRIC_HOST, default 127.0.0.1; 0.0.0.0 for
+                    probes from outside the host, with FABRIC_METRICS_TOKEN)`;
 
 export const MIGRATE_HELP = `agent-fabric migrate [--data-dir DIR]
 

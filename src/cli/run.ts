@@ -12,7 +12,8 @@ function printEndpoints(url: string): void {
 export async function runServer(argv: string[], mode: FabricMode): Promise<void> {
   const flags = parseFlags(argv, {
     workers: { type: 'string' },
-    ...(mode !== 'worker' ? { port: { type: 'string' }, host: { type: 'string' } } : { 'metrics-port': { type: 'string' } }),
+    host: { type: 'string' },
+    ...(mode !== 'worker' ? { port: { type: 'string' } } : { 'metrics-port': { type: 'string' } }),
     ...(mode === 'dev' ? { 'data-dir': { type: 'string' } } : {}),
   }) as Record<string, string | boolean | undefined>;
   if (flags.help) return void console.log({ dev: DEV_HELP, serve: SERVE_HELP, worker: WORKER_HELP }[mode]);

@@ -20,7 +20,7 @@ export const ERASURE_COVERAGE: Record<string, string> = {
   'agent_sessions.agent_id': 'agent: rows deleted (artifacts list, wipe evidence)',
   'system_events.agent_id': "agent: rows deleted (task events, task.log attempt logs, model.call gateway calls); user: rows naming the user have the id replaced by the pseudonym",
   'system_events.subject_id': 'agent: rows about the agent or its tasks deleted; user: rows about the user deleted',
-  'idempotency_keys.key': 'agent and user: stored responses that name the subject replaced by a tombstone (a retry answers 410 idempotency_response_erased, never runs again)',
+  'idempotency_keys.key': 'agent and user: stored responses that name the subject emptied, with their request hash (a retry answers 410 idempotency_response_erased, never runs again); the caller-chosen key stays until it expires (FABRIC_IDEMPOTENCY_TTL_SECONDS)',
   // files and memory
   'agent_files.agent_id': 'agent: bytes deleted from the blob store, then the rows',
   'agent_memory_kv.agent_id': 'agent: rows deleted',

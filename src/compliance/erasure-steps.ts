@@ -26,14 +26,15 @@ async function count(q: Queryable, sql: string, params: unknown[]): Promise<numb
 }
 
 /**
- * Stored responses that name the subject lose their body but keep their key: a retry of such a
- * request answers 410 idempotency_response_erased instead of running it again (which would, say,
+ * Stored responses that name the subject lose their body and the hash of their request (a hash
+ * of a body holding, say, an email confirms a guessed one) but keep their key until it expires:
+ * a retry answers 410 idempotency_response_erased instead of running again (which would, say,
  * create the erased user anew). Whoever sent them — another admin's requests too.
  */
 function tombstoneIdempotencyRecords(tx: Queryable, p: unknown[]): Promise<number> {
   return count(
     tx,
-    `UPDATE idempotency_keys SET response = '${ERASED_RESPONSE}'::jsonb, status_code = 410
+    `UPDATE idempotency_keys SET response = '${ERASED_RESPONSE}'::jsonb, status_code = 410, request_hash = 'erased'
       WHERE tenant_id = $1 AND strpos(lower(response::text || path), $2::uuid::text) > 0`,
     p,
   );

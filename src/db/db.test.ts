@@ -89,6 +89,23 @@ describe(`Db conformance (${ENGINE})`, () => {
     assert.deepEqual(got, ['one', 'at-commit']);
   });
 
+  it('a LISTEN connection that drops is reported, re-established, reported back, and delivers again', { skip: ENGINE !== 'postgres' && 'PGlite listens in-process: nothing to drop' }, async () => {
+    const got: string[] = [];
+    const live: boolean[] = [];
+    const unsubscribe = await db.listen('fabric_test_drop', (p) => got.push(p), (l) => live.push(l));
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    try {
+      await db.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'agent-fabric-listen' AND datname = current_database()`);
+      for (let i = 0; i < 250 && live.length < 2; i++) await sleep(20);
+      assert.deepEqual(live, [false, true]);
+      await db.notify('fabric_test_drop', 'again');
+      for (let i = 0; i < 50 && got.length < 1; i++) await sleep(20);
+      assert.deepEqual(got, ['again']);
+    } finally {
+      await unsubscribe();
+    }
+  });
+
   it('a listener that throws is logged, stays subscribed, and does not crash the process', async () => {
     const got: string[] = [];
     const unsubscribe = await db.listen('fabric_throwing', (p) => {

@@ -43,6 +43,16 @@ export async function openPostgres(options: PostgresOptions): Promise<Db> {
   check.release();
 
   const listeners = new Map<string, Set<(payload: string) => void>>();
+  /** Who wants to hear that the LISTEN connection dropped or came back (listen's onLive). */
+  const liveHooks = new Set<(live: boolean) => void>();
+  const tellLive = (live: boolean) => {
+    for (const hook of liveHooks)
+      try {
+        hook(live);
+      } catch (err) {
+        logger().warn({ err }, 'a LISTEN state hook failed');
+      }
+  };
   let listenClient: Promise<pg.Client> | undefined;
   let current: pg.Client | undefined;
   let closing = false;
@@ -59,6 +69,7 @@ export async function openPostgres(options: PostgresOptions): Promise<Db> {
         void client.end().catch(() => {});
         if (current !== client) return; // an old connection: already replaced
         listenClient = undefined;
+        tellLive(false);
         if (!closing) setTimeout(() => void resubscribe(), 1000).unref();
       });
       try {
@@ -77,6 +88,7 @@ export async function openPostgres(options: PostgresOptions): Promise<Db> {
     try {
       const client = await listenConnection();
       for (const channel of listeners.keys()) await client.query(`LISTEN ${channel}`);
+      tellLive(true);
     } catch (err) {
       logger().warn({ err }, 'LISTEN reconnect failed; retrying');
       if (!closing) setTimeout(() => void resubscribe(), 2000).unref();
@@ -126,7 +138,7 @@ export async function openPostgres(options: PostgresOptions): Promise<Db> {
         client.release(broken ?? undefined);
       }
     },
-    async listen(channel, onPayload) {
+    async listen(channel, onPayload, onLive) {
       assertChannelName(channel);
       const listener = safeListener(channel, onPayload);
       let set = listeners.get(channel);
@@ -136,9 +148,11 @@ export async function openPostgres(options: PostgresOptions): Promise<Db> {
         listeners.set(channel, set);
       }
       set.add(listener);
+      if (onLive) liveHooks.add(onLive);
       const subscribed = set;
       return async () => {
         subscribed.delete(listener);
+        if (onLive) liveHooks.delete(onLive);
         if (subscribed.size === 0 && listeners.get(channel) === subscribed) {
           listeners.delete(channel);
           const client = await listenClient?.catch(() => undefined);

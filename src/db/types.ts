@@ -36,8 +36,13 @@ export interface Db extends Queryable {
   readonly engine: DbEngine;
   /** Runs `fn` in BEGIN … COMMIT; any throw rolls back and rethrows. */
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
-  /** Subscribes to a NOTIFY channel; resolves to an unsubscribe function. */
-  listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
+  /**
+   * Subscribes to a NOTIFY channel; resolves to an unsubscribe function. `onLive` hears when
+   * the subscription is lost (false: the LISTEN connection dropped, notices from now on are
+   * missed) and back (true: delivered again; those sent in between are lost for good) — for a
+   * cache that must not trust its entries across the gap. PGlite is in-process and never drops.
+   */
+  listen(channel: string, onPayload: (payload: string) => void, onLive?: (live: boolean) => void): Promise<() => Promise<void>>;
   /** Sends NOTIFY on `channel` (delivered at commit when called inside a transaction's SQL). */
   notify(channel: string, payload: string): Promise<void>;
   /**

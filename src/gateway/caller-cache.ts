@@ -20,8 +20,8 @@ interface Entry {
  * - when the database announces a change to its task, session or agent (triggers of migration
  *   0021 on every writer, NOTIFY delivered at commit), so a stopped task or ended session is
  *   refused as soon as this process hears of it;
- * - at the latest `ttlMs` after it was read, which bounds the staleness if a notice is lost
- *   (a LISTEN connection being re-established) to the cancel watch's own interval.
+ * - all of them when the LISTEN connection drops; nothing is kept until it is back;
+ * - at the latest `ttlMs` after it was read (a last bound, for a notice lost some other way).
  * A read that overlaps any announcement is not kept (it may predate the change). Until LISTEN
  * is in place — or with `ttlMs` 0 — every call reads.
  */
@@ -31,6 +31,7 @@ export class CallerCache {
   private readonly byAgent = new Map<string, Set<string>>();
   private generation = 0;
   private listening = false;
+  private closed = false;
   private unlisten: Promise<() => Promise<void>> | undefined;
 
   constructor(
@@ -42,9 +43,9 @@ export class CallerCache {
   /** Starts listening (idempotent); nothing is kept before LISTEN is active. */
   start(): void {
     if (this.ttlMs <= 0) return;
-    this.unlisten ??= this.db.listen(CALLERS_CHANNEL, (payload) => this.changed(payload)).then(
+    this.unlisten ??= this.db.listen(CALLERS_CHANNEL, (payload) => this.changed(payload), (live) => this.live(live)).then(
       (stop) => {
-        this.listening = true;
+        this.listening = !this.closed;
         return stop;
       },
       (err: unknown) => {
@@ -73,6 +74,15 @@ export class CallerCache {
   /** How many callers are in memory (for tests and metrics). */
   get size(): number {
     return this.entries.size;
+  }
+
+  /**
+   * The LISTEN connection dropped (false) or is back (true): notices were or may be missed, so
+   * nothing kept is trusted any more, and nothing is kept until notices flow again.
+   */
+  live(live: boolean): void {
+    this.changed('');
+    this.listening = live && !this.closed && this.unlisten !== undefined;
   }
 
   /** A notice: forget what it names (anything else, e.g. an empty payload: forget everything). */
@@ -109,6 +119,7 @@ export class CallerCache {
   async close(): Promise<void> {
     const stop = this.unlisten;
     this.unlisten = undefined;
+    this.closed = true;
     this.listening = false;
     this.clear();
     if (stop) await (await stop)().catch(() => {});

@@ -2,9 +2,12 @@ import { createHash } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { withTransaction, type Db, type Queryable, type Tx } from '../db/index.js';
-import { ERASED_RESPONSE } from '../compliance/index.js';
+import { ERASED_RESPONSE } from '../compliance/subjects.js';
 import { badRequest, FabricError } from '../errors/index.js';
 import { principalOf } from './auth.js';
+
+/** A response an erasure emptied (compliance/erasure-steps.ts), as canonicalJson writes it. */
+const ERASED = canonicalJson(JSON.parse(ERASED_RESPONSE));
 
 export interface Created<T> {
   status: number;
@@ -85,14 +88,14 @@ export async function createOnce<T>(
       if (claimed.rows.length === 0) {
         const prior = await tx.query<StoredRow>('SELECT request_hash, status_code, response FROM idempotency_keys WHERE tenant_id = $1 AND key = $2', [tenantId, key]);
         const row = prior.rows[0]!;
-        if (row.request_hash !== hash)
-          throw new FabricError(422, 'idempotency_key_reused', 'This Idempotency-Key was already used with a different request; use a new key for a new request.');
-        if (row.status_code === 410 && canonicalJson(row.response) === canonicalJson(JSON.parse(ERASED_RESPONSE)))
+        if (row.status_code === 410 && canonicalJson(row.response) === ERASED)
           throw new FabricError(
             410,
             'idempotency_response_erased',
             'The first response to this Idempotency-Key named data that has since been erased, so it is not replayed, and the request was not run again. To run it again, send it with a new Idempotency-Key.',
           );
+        if (row.request_hash !== hash)
+          throw new FabricError(422, 'idempotency_key_reused', 'This Idempotency-Key was already used with a different request; use a new key for a new request.');
         return { status: 200, body: row.response as T };
       }
       const created = await work(tx);

@@ -79,17 +79,32 @@ export class PolicyEngine {
 
   /** Starts listening for changes (idempotent; the first check starts it too). */
   start(): Promise<unknown> {
-    this.unlisten ??= this.o.db.listen(POLICY_CHANNEL, () => this.changed()).catch((err: unknown) => {
+    this.unlisten ??= this.o.db.listen(POLICY_CHANNEL, () => void this.changed()).catch((err: unknown) => {
       logger().error({ err }, `policy engine: LISTEN ${POLICY_CHANNEL} failed; changes apply after FABRIC_POLICY_CACHE_SECONDS`);
       return async () => {};
     });
     return this.unlisten;
   }
 
-  /** A change somewhere: reload every cached tenant now (the old rules serve until the new ones are in). */
-  changed(): void {
+  /**
+   * A change somewhere: reload every cached tenant now (the old rules serve until the new ones
+   * are in). Resolves when they are — a writer in this process awaits it, so its change is in
+   * force here, even for open egress sessions, before it answers.
+   */
+  async changed(): Promise<void> {
     this.generation++;
-    for (const [tenantId, e] of this.tenants) if (!e.loading) void this.reload(this.o.db, tenantId, e).catch(() => {});
+    await Promise.all([...this.tenants].map(([tenantId, e]) => this.catchUp(tenantId, e)));
+  }
+
+  /** Until the tenant's rules are of the current generation (a load already running may predate it); gives up on a failed load. */
+  private async catchUp(tenantId: string, e: TenantEntry): Promise<void> {
+    for (let i = 0; i < 3 && e.generation !== this.generation; i++) {
+      try {
+        await (e.loading ?? this.reload(this.o.db, tenantId, e));
+      } catch {
+        return;
+      }
+    }
   }
 
   private reload(q: Queryable, tenantId: string, e: TenantEntry): Promise<CompiledPolicy[]> {

@@ -142,12 +142,7 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
       fakeUpstream = gateway.fake;
       app = await buildApp({ db, config: gateway.config, verifyToken: createTokenVerifier(tokens.options), scheduler }, { billing, policies: policyEngine, operator, erasure });
       await app.listen({ port: config.port, host: config.host });
-    } else if (config.workerMetricsPort !== undefined) {
-      probe = await buildProbeApp({ db, config });
-      await probe.listen({ port: config.workerMetricsPort, host: config.host });
     }
-    if ((app || probe) && !config.metricsToken && !['127.0.0.1', 'localhost', '::1'].includes(config.host))
-      logger().warn({ host: config.host }, '/metrics is open to anyone who reaches this address: set FABRIC_METRICS_TOKEN (README "Inter-component authentication")');
     budgets = await startBudgetRuntime({ db, notifier, sweepSeconds: config.budgets.sweepSeconds });
     alerts = startAlertRuntime({ db, notifier, config: config.alerts });
     compliance = startComplianceRuntime({ db, blobs, erasure, defaultDays: config.retention.days, sweepSeconds: config.retention.sweepSeconds });
@@ -171,6 +166,13 @@ export async function startFabric(config: FabricConfig, mode: FabricMode, option
       await worker.start();
       workers.push(worker);
     }
+    // a worker process's probes answer once its workers run
+    if (mode === 'worker' && config.workerMetricsPort !== undefined) {
+      probe = await buildProbeApp({ db, config });
+      await probe.listen({ port: config.workerMetricsPort, host: config.host });
+    }
+    if ((app || probe) && !config.metricsToken && !['127.0.0.1', 'localhost', '::1'].includes(config.host))
+      logger().warn({ host: config.host }, '/metrics is open to anyone who reaches this address: set FABRIC_METRICS_TOKEN (README "Inter-component authentication")');
   } catch (err) {
     await Promise.all(workers.map((w) => w.stop(0)));
     await budgets?.stop();

@@ -32,13 +32,21 @@ function logEverySecretShape(log: ReturnType<typeof createLogger>): void {
   log.warn({ attempt: 2 }, `upstream refused ${PROVIDER_KEY}, retrying`);
   log.info({ call: { upstream: { request: { headers: { 'X-Vendor-Auth': PROVIDER_KEY } } } }, deep: { a: { b: { c: { Api_Key: PROVIDER_KEY } } } } }, 'secrets deep down, in any case');
   log.info({ batch: [{ item: { token: JWT } }, { item: { password: URL_PASSWORD } }] }, 'secrets inside arrays of objects');
+  class Upstream {
+    constructor(readonly name: string, readonly apiKey: string) {}
+  }
+  log.info({ upstream: new Upstream('fake', PROVIDER_KEY) }, 'a secret field of a class instance');
+  log.child({ token: JWT, nested: { password: URL_PASSWORD } }).info('bindings of a child logger');
+  let deep: Record<string, unknown> = { secret: TEST_SECRET, api: PROVIDER_KEY };
+  for (let i = 0; i < 15; i++) deep = { level: deep, note: `sk-${i}` };
+  log.info({ deep }, 'deeper than the walk goes: cut, not passed');
 }
 
 describe('log redaction (NFR-SEC-2, §14.5, §14.15)', () => {
   it('no planted secret, token, prompt body or URL signature survives in any shape', () => {
     const { log, text, lines } = capture();
     logEverySecretShape(log);
-    assert.equal(lines.length, 16, 'every line was written');
+    assert.equal(lines.length, 19, 'every line was written');
     for (const [name, value] of Object.entries({ TEST_SECRET, PROVIDER_KEY, PROMPT_MARKER, URL_PASSWORD, JWT, sig: 'A'.repeat(43) }))
       assert.ok(!text().includes(value), `${name} reached a log line:\n${lines.find((l) => l.includes(value))}`);
     assert.ok(text().includes('[redacted]'));

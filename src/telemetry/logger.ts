@@ -29,7 +29,7 @@ function fileDestination(file: string): DestinationStream {
 
 /** A JSON logger that stamps the current correlation ids (request_id, tenant_id, …) on every line. */
 export function createLogger(options: LoggerOptions = {}): Logger {
-  return pino(
+  const log = pino(
     {
       level: options.level ?? 'info',
       base: { service: 'agent-fabric' },
@@ -50,6 +50,14 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     },
     options.destination ?? (options.file ? fileDestination(options.file) : undefined),
   );
+  // a child's bindings are written once, at its creation, past the log formatter (pino resets
+  // the bindings formatter for children): redacted here, for children of children too (they
+  // inherit this method)
+  const child = log.child;
+  log.child = function (this: Logger, bindings, childOptions) {
+    return child.call(this, redactSecrets(bindings), childOptions);
+  } as Logger['child'];
+  return log;
 }
 
 // Until start-up applies the validated config, honour FABRIC_LOG_LEVEL if it is a level at all

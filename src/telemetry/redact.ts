@@ -44,17 +44,21 @@ const SECRET = new Set<string>(SECRET_KEYS.map((k) => k.toLowerCase()));
 /** Whether a key's value is a secret (case-insensitive). */
 export const isSecretKey = (key: string): boolean => SECRET.has(key.toLowerCase());
 
-/** Deeper than this a line's object is left as it is (and a cycle stops here). */
+/** Deeper than this a line's object is cut (and a cycle stops here). */
 const MAX_DEPTH = 10;
+const TOO_DEEP = '[too deep to log]';
 
 /**
- * `value` with every secret key's value replaced by "[redacted]", in plain objects and arrays at
- * any depth. Copy on write: what the caller passed is never changed, and a line without secrets
- * is returned as it came (no allocation). Errors, dates, buffers and other class instances are
- * left to their serializers.
+ * `value` with every secret key's value replaced by "[redacted]", in objects and arrays at any
+ * depth (past MAX_DEPTH levels the rest is cut, so nothing goes out unchecked). Copy on write:
+ * what the caller passed is never changed, and a line without secrets is returned as it came (no
+ * allocation); a class instance with a secret becomes a plain object of its own fields, which is
+ * what JSON makes of it anyway. Errors (their serializer scrubs them), values with toJSON (dates)
+ * and binary data are left as they are.
  */
 export function redactSecrets<T>(value: T, depth = 0): T {
-  if (value === null || typeof value !== 'object' || depth >= MAX_DEPTH) return value;
+  if (value === null || typeof value !== 'object') return value;
+  if (depth >= MAX_DEPTH) return TOO_DEEP as T;
   if (Array.isArray(value)) {
     let out: unknown[] | undefined;
     for (let i = 0; i < value.length; i++) {
@@ -64,8 +68,7 @@ export function redactSecrets<T>(value: T, depth = 0): T {
     }
     return (out ?? value) as T;
   }
-  const proto: unknown = Object.getPrototypeOf(value);
-  if (proto !== Object.prototype && proto !== null) return value;
+  if (value instanceof Error || ArrayBuffer.isView(value) || value instanceof ArrayBuffer || typeof (value as { toJSON?: unknown }).toJSON === 'function') return value;
   const obj = value as Record<string, unknown>;
   let out: Record<string, unknown> | undefined;
   for (const k of Object.keys(obj)) {

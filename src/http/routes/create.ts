@@ -30,8 +30,8 @@ export interface CreateRouteSpec<B extends z.ZodType, R extends z.ZodType> {
    * idempotency key, so no transaction is opened around it.
    */
   createDirect?: (actor: Principal, body: z.output<B>) => Promise<z.output<R>>;
-  /** Runs once the create has committed (not on a replay), e.g. to refresh this process's caches at once. */
-  afterCommit?: () => void;
+  /** Runs (and is awaited) once the create has committed, not on a replay: e.g. to bring this process's caches up to date before answering. */
+  afterCommit?: () => Promise<void>;
 }
 
 /** A POST that creates something: role check, idempotency, one transaction, 201. */
@@ -64,7 +64,7 @@ export function createRoute<B extends z.ZodType, R extends z.ZodType>(app: App, 
           ...(spec.createDirect ? { direct: async () => ({ status: 201, body: await spec.createDirect!(actor, input) }) } : {}),
         },
       );
-      if (status === 201) spec.afterCommit?.();
+      if (status === 201) await spec.afterCommit?.();
       return reply.code(status).send(body);
     },
   );

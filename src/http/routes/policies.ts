@@ -82,7 +82,7 @@ export function policyRoutes(app: App, deps: AppDeps, engine: PolicyEngine): voi
     doing: 'create policies',
     name: 'create policy',
     create: async (tx, actor, body) => ({ policy: await createPolicy(tx, actor, actor.tenantId, body) }),
-    // this process applies its own change now; the others hear the NOTIFY
+    // in force in this process (open egress sessions too) before the 201; the others hear the NOTIFY
     afterCommit: () => engine.changed(),
   });
 
@@ -127,7 +127,7 @@ export function policyRoutes(app: App, deps: AppDeps, engine: PolicyEngine): voi
     async (req) => {
       const actor = requireRole(req, ADMIN, 'change policies');
       const policy = await withTransaction(deps.db, (tx) => updatePolicy(tx, actor, actor.tenantId, req.params.id, req.body), { name: 'update policy' });
-      engine.changed();
+      await engine.changed();
       return { policy };
     },
   );
@@ -138,7 +138,7 @@ export function policyRoutes(app: App, deps: AppDeps, engine: PolicyEngine): voi
     async (req) => {
       const actor = requireRole(req, ADMIN, 'delete policies');
       const policy = await withTransaction(deps.db, (tx) => deletePolicy(tx, actor, actor.tenantId, req.params.id), { name: 'delete policy' });
-      engine.changed();
+      await engine.changed();
       return { policy };
     },
   );
