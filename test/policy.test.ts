@@ -288,6 +288,32 @@ describe(`policies and approvals (${ENGINE})`, () => {
       }
     },
   );
+
+  it(
+    'a change made while an engine\'s LISTEN connection was down applies once it is back (not after the cache time)',
+    { skip: ENGINE === 'pglite' ? 'PGlite listens in-process: nothing to drop' : false },
+    async () => {
+      const agent = await provisionAgent(t);
+      const p = await createPolicy({ name: 'gap', scope: { type: 'agent', id: agent }, rules: [{ action_pattern: 'tool.call', effect: 'deny' }] });
+      const db2 = await openPostgres({ url: pgUrl(t.db.name!), poolSize: 2, connectTimeoutMs: 5000, statementTimeoutMs: 30_000 });
+      const second = new PolicyEngine({ db: db2, cacheSeconds: 3600 });
+      try {
+        const req = { tenantId: 'default', door: 'api' as const, actor: { sub: agent, role: 'agent' }, agentId: agent, action: 'tool.call', resource: 'x' };
+        await second.start();
+        assert.equal((await second.check(db2, req)).decision, 'deny');
+        // every LISTEN connection of this database dropped; the change's notice goes nowhere
+        await t.db.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'agent-fabric-listen' AND datname = current_database()`);
+        const put = await t.app.inject({ method: 'PUT', url: `/api/policies/${p.id}`, headers: await admin(), payload: { enabled: false } });
+        assert.equal(put.statusCode, 200);
+        const started = Date.now();
+        while ((await second.check(db2, req)).decision !== 'allow' && Date.now() - started < 5000) await new Promise((r) => setTimeout(r, 50));
+        assert.equal((await second.check(db2, req)).decision, 'allow', 'reloaded when LISTEN came back');
+      } finally {
+        await second.close();
+        await db2.close();
+      }
+    },
+  );
 });
 
 describe(`model.use for the gateway (${ENGINE})`, () => {

@@ -47,7 +47,7 @@ export async function startBudgetRuntime(o: BudgetRuntimeOptions): Promise<Budge
     gaugesSince = new Date(since.getTime() - 1000);
   };
   const tick = () => (running ??= once().finally(() => (running = undefined)));
-  const unlisten = await o.db.listen(ALERTS_CHANNEL, () => void dispatch());
+  const unlisten = await o.db.listen(ALERTS_CHANNEL, () => void dispatch(), (live) => live && void dispatch());
   const timer = setInterval(() => void tick().catch((err: unknown) => logger().warn({ err }, 'budget sweep failed')), (o.sweepSeconds ?? 10) * 1000);
   timer.unref();
   return {

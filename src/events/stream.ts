@@ -64,7 +64,7 @@ export class EventHub implements ClientHost {
   /** Subscribes to the channel once; call before answering 200 so a failure is a normal error response. */
   async prepare(): Promise<void> {
     if (this.closed) throw new Error('the event hub is closed');
-    this.listening ??= this.db.listen(CHANNEL, () => this.kick());
+    this.listening ??= this.db.listen(CHANNEL, () => this.kick(), (live) => live && this.kick());
     try {
       await this.listening;
     } catch (err) {

@@ -40,7 +40,7 @@ export class OperatorState {
   async start(): Promise<void> {
     await this.refresh();
     this.removeLookup = setZeroTelemetryLookup((tenantId) => this.setting('zero_telemetry', tenantId) === true);
-    this.unlisten = await this.db.listen(OPERATOR_CHANNEL, safeListener(OPERATOR_CHANNEL, () => void this.refresh().catch(() => {}))).catch((err: unknown) => {
+    this.unlisten = await this.db.listen(OPERATOR_CHANNEL, safeListener(OPERATOR_CHANNEL, () => void this.refresh().catch(() => {})), (live) => live && void this.refresh().catch(() => {})).catch((err: unknown) => {
       logger().error({ err }, `operator controls: LISTEN ${OPERATOR_CHANNEL} failed; changes apply within the polling interval`);
       return undefined;
     });

@@ -203,11 +203,13 @@ export class ApprovalWatch {
 
   /** Resolves at the next decision anywhere, or after `ms`. */
   async next(ms: number): Promise<void> {
-    this.listening ??= this.db.listen(APPROVAL_CHANNEL, () => {
+    const wake = () => {
       const all = [...this.wakers];
       this.wakers.clear();
       for (const w of all) w();
-    });
+    };
+    // back from a dropped LISTEN connection: a decision may have been missed, so all look again
+    this.listening ??= this.db.listen(APPROVAL_CHANNEL, wake, (live) => live && wake());
     await this.listening;
     await new Promise<void>((resolve) => {
       const done = () => {

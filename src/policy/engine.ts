@@ -79,7 +79,7 @@ export class PolicyEngine {
 
   /** Starts listening for changes (idempotent; the first check starts it too). */
   start(): Promise<unknown> {
-    this.unlisten ??= this.o.db.listen(POLICY_CHANNEL, () => void this.changed()).catch((err: unknown) => {
+    this.unlisten ??= this.o.db.listen(POLICY_CHANNEL, () => void this.changed(), (live) => live && void this.changed()).catch((err: unknown) => {
       logger().error({ err }, `policy engine: LISTEN ${POLICY_CHANNEL} failed; changes apply after FABRIC_POLICY_CACHE_SECONDS`);
       return async () => {};
     });

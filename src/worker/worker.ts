@@ -82,7 +82,7 @@ export class Worker {
 
   /** Starts claiming; resolves once subscribed. */
   async start(): Promise<void> {
-    this.unlisten = await this.db.listen(READY_CHANNEL, () => this.poke());
+    this.unlisten = await this.db.listen(READY_CHANNEL, () => this.poke(), (live) => live && this.poke());
     const every = (ms: number, fn: () => Promise<unknown>) => {
       const t = setInterval(() => void fn().catch((err: unknown) => logger().warn({ err, worker: this.id }, 'worker housekeeping failed')), ms);
       t.unref();
