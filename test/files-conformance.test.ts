@@ -111,6 +111,17 @@ function conformance(name: string, setup: () => Promise<{ provider: Provider; te
       assert.equal(provider.listAll().length, before, `left behind: ${provider.listAll().join(', ')}`);
     });
 
+    it('a body that fails at once (before the file is even open) leaves nothing behind either', async () => {
+      const before = provider.listAll().length;
+      for (let i = 0; i < 20; i++) {
+        const failing = new Readable({ read() {} });
+        process.nextTick(() => failing.destroy(new Error('client went away')));
+        await assert.rejects(store.put(key(`8${i}`), failing), /client went away/);
+      }
+      await new Promise((r) => setTimeout(r, 50)); // an open that finished after the rejection would show now
+      assert.equal(provider.listAll().length, before, `left behind: ${provider.listAll().join(', ')}`);
+    });
+
     it('keys not of the fabric\'s making are refused', async () => {
       for (const bad of ['../etc/passwd', '/abs', 'a//b', 'A/B', 'a/./b', '']) await assert.rejects(store.put(bad, Readable.from([])), /invalid blob key/);
     });

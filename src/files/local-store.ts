@@ -50,13 +50,17 @@ export class LocalBlobStore implements BlobStore {
     const final = this.pathOf(key);
     await this.prepare();
     const tmp = path.join(this.tmpDir, randomUUID());
+    // flush: the descriptor is fsynced before it closes, so the rename below publishes durable bytes
+    const out = fs.createWriteStream(tmp, { flags: 'wx', mode: 0o600, flush: true });
     try {
-      // flush: the descriptor is fsynced before it closes, so the rename below publishes durable bytes
-      await pipeline(body, fs.createWriteStream(tmp, { flags: 'wx', mode: 0o600, flush: true }));
+      await pipeline(body, out);
       await fsp.mkdir(path.dirname(final), { recursive: true, mode: 0o700 });
       await fsp.rename(tmp, final);
       await syncDir(path.dirname(final));
     } catch (err) {
+      // a body that fails at once can beat the file's open: wait for the stream to close (its
+      // open done) before removing, or the file would appear after the rm
+      if (!out.closed) await new Promise<void>((resolve) => out.once('close', () => resolve()));
       await fsp.rm(tmp, { force: true });
       body.destroy();
       throw err;
