@@ -30,6 +30,8 @@ describe(`policies and approvals (${ENGINE})`, () => {
   });
 
   const admin = () => t.auth('admin');
+  /** The test database through connections of its own, as a second process would have them (PostgreSQL). */
+  const secondConnection = () => openPostgres({ url: pgUrl(t.db.name!), poolSize: 2, connectTimeoutMs: 5000, statementTimeoutMs: 30_000 });
   const createPolicy = async (body: Record<string, unknown>) => {
     const res = await t.app.inject({ method: 'POST', url: '/api/policies', headers: await admin(), payload: body });
     assert.equal(res.statusCode, 201, res.body);
@@ -269,7 +271,7 @@ describe(`policies and approvals (${ENGINE})`, () => {
     async () => {
       const agent = await provisionAgent(t);
       const p = await createPolicy({ name: 'live-2', scope: { type: 'agent', id: agent }, rules: [{ action_pattern: 'model.use', effect: 'deny' }] });
-      const db2 = await openPostgres({ url: pgUrl(t.db.name!), poolSize: 2, connectTimeoutMs: 5000, statementTimeoutMs: 30_000 });
+      const db2 = await secondConnection();
       const app2 = await buildApp({ db: db2, config: t.config, verifyToken: createTokenVerifier(tokenOptions), scheduler: new AgentScheduler(db2) });
       try {
         const ask = async () =>
@@ -295,7 +297,7 @@ describe(`policies and approvals (${ENGINE})`, () => {
     async () => {
       const agent = await provisionAgent(t);
       const p = await createPolicy({ name: 'gap', scope: { type: 'agent', id: agent }, rules: [{ action_pattern: 'tool.call', effect: 'deny' }] });
-      const db2 = await openPostgres({ url: pgUrl(t.db.name!), poolSize: 2, connectTimeoutMs: 5000, statementTimeoutMs: 30_000 });
+      const db2 = await secondConnection();
       const second = new PolicyEngine({ db: db2, cacheSeconds: 3600 });
       try {
         const req = { tenantId: 'default', door: 'api' as const, actor: { sub: agent, role: 'agent' }, agentId: agent, action: 'tool.call', resource: 'x' };

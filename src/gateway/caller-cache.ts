@@ -126,7 +126,8 @@ export class CallerCache {
   }
 }
 
-const keyOf = (t: TokenCaller) => `${t.tenantId}/${`${t.agentId}/${t.sessionId ? `s/${t.sessionId}` : `t/${t.taskId}`}`.toLowerCase()}`;
+/** tenant/agent/s/<session> or tenant/agent/t/<task>: ids lowercased (UUIDs), the tenant id as it is (text). */
+const keyOf = (t: TokenCaller) => `${t.tenantId}/${t.agentId.toLowerCase()}/${t.sessionId ? `s/${t.sessionId.toLowerCase()}` : `t/${String(t.taskId).toLowerCase()}`}`;
 
 function index(m: Map<string, Set<string>>, id: string, key: string): void {
   let keys = m.get(id);

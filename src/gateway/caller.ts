@@ -22,6 +22,8 @@ export interface Caller extends TokenCaller {
   workspaceId: string;
   userId: string | null;
   configured: string[];
+  /** The task's stored trace context (tracing), when the read that checked the caller carried it. */
+  traceparent?: string | null;
 }
 
 /** Verifies `Authorization: Bearer <session or agent token>`; a provider key is never accepted here. */
@@ -53,11 +55,13 @@ export interface CallerRow {
   owner_user_id: string | null;
   model: string;
   models: string[] | null;
-  /** The task still holds what it reserved at submit (the per-call path hands it back). Only from loadCaller. */
+  /** The task still holds what it reserved at submit (the per-call path hands it back). Only from readCaller. */
   holds_own?: boolean;
+  /** The task's trace context. Only from readCaller. */
+  traceparent?: string | null;
 }
 
-const COLUMNS = `t.id AS task_id, t.status AS task_status, t.cancel_requested, t.stop_error, t.attempts,
+const COLUMNS = `t.id AS task_id, t.status AS task_status, t.cancel_requested, t.stop_error, t.attempts, t.traceparent,
                  a.workspace_id, a.owner_user_id, a.config ->> 'model' AS model, a.config -> 'models' AS models,
                  EXISTS (SELECT 1 FROM budget_reservations x WHERE x.task_id = t.id AND x.tenant_id = t.tenant_id AND x.status = 'open') AS holds_own`;
 
@@ -103,5 +107,13 @@ export function checkCaller(t: TokenCaller, row: CallerRow | undefined): Caller 
     throw forbidden(`Task ${row.task_id} ${why}; it may make no further model calls.`, 'task_stopped');
   }
   const configured = [row.model, ...(Array.isArray(row.models) ? row.models : [])];
-  return { ...t, taskId: row.task_id, attempt: row.attempts, workspaceId: row.workspace_id, userId: row.owner_user_id, configured };
+  return {
+    ...t,
+    taskId: row.task_id,
+    attempt: row.attempts,
+    workspaceId: row.workspace_id,
+    userId: row.owner_user_id,
+    configured,
+    ...(row.traceparent !== undefined ? { traceparent: row.traceparent } : {}),
+  };
 }

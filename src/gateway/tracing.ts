@@ -9,18 +9,21 @@ import type { ModelRoute } from './upstreams.js';
  * `traceparent` header. Its parent is the request's span when the caller sent a traceparent
  * (an agent forwarding TRACEPARENT / ctx.traceparent); otherwise the caller's task's stored
  * trace context, so a model call is part of its task's trace either way. Undefined when
- * tracing is off (no query is made then).
+ * tracing is off.
  */
 export async function startUpstreamSpan(db: Db, caller: Caller, route: ModelRoute, kind: 'chat' | 'embeddings', callId: string): Promise<Span | undefined> {
   if (!tracingEnabled()) return undefined;
   let parent;
   if (!requestContinuesTrace()) {
-    // Never throws: it runs after the call's budget is held, outside the code that gives it
-    // back; a failed lookup costs the span its parent, not the call its hold.
-    const r = await db
-      .query<{ traceparent: string | null }>('SELECT traceparent FROM tasks WHERE tenant_id = $1 AND id = $2', [caller.tenantId, caller.taskId])
-      .catch(() => undefined);
-    parent = contextFromTraceparent(r?.rows[0]?.traceparent);
+    // The caller check read it with the task (cached with it); only the per-call admit
+    // statement does not, and then it is looked up. Never throws: it runs after the call's
+    // budget is held, outside the code that gives it back; a failed lookup costs the span its
+    // parent, not the call its hold.
+    const stored =
+      caller.traceparent !== undefined
+        ? caller.traceparent
+        : (await db.query<{ traceparent: string | null }>('SELECT traceparent FROM tasks WHERE tenant_id = $1 AND id = $2', [caller.tenantId, caller.taskId]).catch(() => undefined))?.rows[0]?.traceparent;
+    parent = contextFromTraceparent(stored);
   }
   return startSpan(
     `${kind} ${route.model}`,

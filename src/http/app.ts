@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { BillingService } from '../billing/index.js';
 import { ErasureService, SubjectRevocations } from '../compliance/index.js';
 import { createBlobStore } from '../files/index.js';
@@ -10,7 +10,7 @@ import { FabricError } from '../errors/index.js';
 import { Gateway, policyEngineModelPolicy } from '../gateway/index.js';
 import { ApprovalWatch, PolicyEngine } from '../policy/index.js';
 import { OperatorState, operatorRateLimits } from '../operator/index.js';
-import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import { jsonSchemaTransform } from 'fastify-type-provider-zod';
 import type { EventHubOptions } from '../events/index.js';
 import type { ProvisionOptions } from '../tenancy/index.js';
 import type { SemanticMemoryService } from '../memory/semantic/index.js';
@@ -18,6 +18,7 @@ import { httpRequestDuration, httpRequestsTotal, logger, runWithContext, telemet
 import { registerAuth } from './auth.js';
 import { registerRequestSpans } from './tracing.js';
 import { handleError } from './errors.js';
+import { fabricFastify } from './fastify.js';
 import { agentRoutes } from './routes/agents.js';
 import { alertRoutes } from './routes/alerts.js';
 import { approvalRoutes } from './routes/approvals.js';
@@ -70,41 +71,33 @@ export async function buildApp(deps: AppDeps, options: AppOptions = {}): Promise
   // Tokens of erased subjects are refused wherever a token is checked (API and gateway).
   const revocations = new SubjectRevocations(deps.db);
   deps = { ...deps, verifyToken: revocations.guard(deps.verifyToken) };
-  const app = Fastify({
-    loggerInstance: logger() as FastifyBaseLogger,
-    // One access line per request comes from our onResponse hook, with the correlation ids.
-    logController: new LogController({ disableRequestLogging: true }),
-    bodyLimit: deps.config.bodyLimitBytes,
-    // A caller's x-request-id is kept only if it is a sane token; otherwise we make one.
-    requestIdHeader: false,
-    genReqId: (req) => {
-      const given = req.headers['x-request-id'];
-      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+  // One access line per request comes from our onResponse hook, with the correlation ids.
+  const app = fabricFastify(
+    {
+      bodyLimit: deps.config.bodyLimitBytes,
+      // A caller's x-request-id is kept only if it is a sane token; otherwise we make one.
+      requestIdHeader: false,
+      genReqId: (req) => {
+        const given = req.headers['x-request-id'];
+        return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+      },
+      routerOptions: { maxParamLength: 2048 },
+      // Errors the router raises before any hook runs (over-long params, bad percent-encoding)
+      // still get the request id and the envelope.
+      frameworkErrors: (err, req, reply) => {
+        void reply.header('x-request-id', req.id);
+        const tooLong = err.statusCode === 414;
+        const error = tooLong
+          ? new FabricError(414, 'uri_too_long', 'A path segment is longer than 2048 characters; ids and memory keys are shorter than that.')
+          : new FabricError(400, 'invalid_url', 'The URL is not valid (broken percent-encoding?); encode path segments properly.');
+        httpRequestsTotal.inc({ method: req.method, route: 'unmatched', status: String(error.status) });
+        logger().info({ method: req.method, route: 'unmatched', status: error.status, code: error.code, request_id: req.id }, 'request');
+        handleError(error, req as FastifyRequest, reply as FastifyReply);
+      },
+      ajv: { customOptions: { removeAdditional: false } },
     },
-    routerOptions: { maxParamLength: 2048 },
-    // Errors the router raises before any hook runs (over-long params, bad percent-encoding)
-    // still get the request id and the envelope.
-    frameworkErrors: (err, req, reply) => {
-      void reply.header('x-request-id', req.id);
-      const tooLong = err.statusCode === 414;
-      const error = tooLong
-        ? new FabricError(414, 'uri_too_long', 'A path segment is longer than 2048 characters; ids and memory keys are shorter than that.')
-        : new FabricError(400, 'invalid_url', 'The URL is not valid (broken percent-encoding?); encode path segments properly.');
-      httpRequestsTotal.inc({ method: req.method, route: 'unmatched', status: String(error.status) });
-      logger().info({ method: req.method, route: 'unmatched', status: error.status, code: error.code, request_id: req.id }, 'request');
-      handleError(error, req as FastifyRequest, reply as FastifyReply);
-    },
-    ajv: { customOptions: { removeAdditional: false } },
-  }).withTypeProvider<ZodTypeProvider>();
-
-  app.setValidatorCompiler(validatorCompiler);
-  app.setSerializerCompiler(serializerCompiler);
-  app.setErrorHandler(handleError);
-  app.setNotFoundHandler((req, reply) => {
-    void reply.code(404).send({
-      error: { code: 'route_not_found', message: `There is no route ${req.method} ${req.url.split('?')[0]}; the API is described at /openapi.json.` },
-    });
-  });
+    (method, path) => `There is no route ${method} ${path}; the API is described at /openapi.json.`,
+  );
 
   app.addHook('onRequest', (req, reply, done) => {
     void reply.header('x-request-id', req.id);
